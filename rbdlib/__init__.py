@@ -1,0 +1,13 @@
+"""rbdlib: train neural networks in low-dimensional random subspaces.
+
+>>> import torch, rbdlib
+>>> model = torch.nn.Linear(4, 2)
+>>> opt = rbdlib.RBD(model.parameters(), lr=0.5, dim=3, seed=0)
+>>> model(torch.ones(1, 4)).sum().backward(); opt.step(); opt.zero_grad()
+"""
+
+from .bases import RandomBases, philox4x32
+from .kernels.cuda import available as gpu_available
+
+__version__ = "0.1.0"
+__all__ = ["RandomBases", "philox4x32", "gpu_available"]

@@ -1,0 +1,200 @@
+"""Fused CPU kernels (Numba): generate basis elements tile by tile and use them at once.
+
+``project``: c_i = scale * sum_j z_i[j] g[j]        (one task per (direction, tile))
+``expand`` : delta[j] = scale * sum_i c_i z_i[j]    (one task per tile, all directions)
+
+Every element is made from its address (see :mod:`rbdlib.philox`) inside a tile of ``TILE``
+elements that lives in L1 cache; no ``dim x size`` matrix ever exists. Extra memory is
+``size`` floats for the output plus ``dim x ceil(size / TILE)`` float64 partial sums.
+
+The reduction order is fixed by the tiling, not by the thread count or the work split:
+``project`` sums each tile (vectorized, in an order the compiler fixes for this machine) and
+then adds the tile sums in tile order; ``expand`` adds directions in index order for each
+element. So results are bit-identical for any number of threads on the same machine.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import njit, prange
+
+from .. import philox as ref
+
+TILE = 2048  # elements per tile: a multiple of 128 (one Rademacher block) and small enough for L1
+CHUNK = 64  # directions per project task (tasks only split work; they never change a sum)
+FLUSH = 64  # expand adds this many directions in float32 before moving the sum to float64
+NORMAL, UNIFORM, RADEMACHER = 0, 1, 2
+CODES = {"normal": NORMAL, "uniform": UNIFORM, "rademacher": RADEMACHER}
+
+# Numba promotes mixed signed/unsigned integers to float64, so every constant is typed explicitly.
+_U = np.uint64
+_M0, _M1, _W0, _W1 = _U(ref.PHILOX_M0), _U(ref.PHILOX_M1), _U(ref.PHILOX_W0), _U(ref.PHILOX_W1)
+_MASK, _S32, _S31, _S8 = _U(ref.MASK32), _U(32), _U(31), _U(8)
+_ONE_BITS = _U(0x3F800000)
+_F = np.float32
+_ONE, _TWO, _HALF, _MTWO = _F(1), _F(2), _F(0.5), _F(-2)
+_LN2, _SQRT2, _HALF_PI = ref.LN2, ref.SQRT2, ref.HALF_PI
+_P22, _P23, _P24 = ref.TWO_POW_M22, ref.TWO_POW_M23, ref.TWO_POW_M24
+_L9, _L7, _L5, _L3 = _F(1 / 9), _F(1 / 7), _F(1 / 5), _F(1 / 3)
+_S9, _S7, _S5, _S3 = _F(1 / 362880), _F(-1 / 5040), _F(1 / 120), _F(-1 / 6)
+_C10, _C8, _C6, _C4, _C2 = _F(-1 / 3628800), _F(1 / 40320), _F(-1 / 720), _F(1 / 24), _F(-1 / 2)
+
+_jit = dict(nogil=True, cache=True, error_model="numpy")
+
+
+@njit(inline="always", **_jit)
+def philox(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on uint64 scalars holding 32-bit words (see rbdlib.philox.philox4x32)."""
+    for _ in range(ref.ROUNDS):
+        p0, p1 = c0 * _M0, c2 * _M1
+        c0, c1, c2, c3 = (p1 >> _S32) ^ c1 ^ k0, p1 & _MASK, (p0 >> _S32) ^ c3 ^ k1, p0 & _MASK
+        k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@njit(inline="always", **_jit)
+def _uniform(w):
+    return _F(np.int64(w >> _S8) * 2 + 1 - (1 << 24)) * _P24
+
+
+@njit(inline="always", **_jit)
+def _radius(w):
+    """sqrt(-2 log u), u = (top 24 bits + 1) / 2**24; same operations as philox._log_unit."""
+    n = np.int64(w >> _S8) + 1
+    shift = 0
+    for s in (16, 8, 4, 2, 1):
+        small = n < (1 << (24 - s))
+        n = (n << s) if small else n
+        shift = shift + s if small else shift
+    m = _F(n) * _P23
+    big = m > _SQRT2
+    m = m * _HALF if big else m
+    e = _F((1 if big else 0) - 1 - shift)
+    f = m - _ONE
+    s = f / (_TWO + f)
+    z = s * s
+    p = (((_L9 * z + _L7) * z + _L5) * z + _L3) * z + _ONE
+    return np.sqrt(_MTWO * (_TWO * s * p + e * _LN2))
+
+
+@njit(inline="always", **_jit)
+def _sincos(w):
+    """sin and cos of 2 pi k / 2**24, k = top 24 bits; same operations as philox._sincos_turn."""
+    k = np.int64(w >> _S8)
+    quadrant, r = k >> 22, k & ((1 << 22) - 1)
+    upper = r > (1 << 21)
+    x = _F((1 << 22) - r if upper else r) * _P22 * _HALF_PI
+    z = x * x
+    s = x * ((((_S9 * z + _S7) * z + _S5) * z + _S3) * z + _ONE)
+    c = ((((_C10 * z + _C8) * z + _C6) * z + _C4) * z + _C2) * z + _ONE
+    s, c = (c, s) if upper else (s, c)
+    # rotate by quadrant * pi/2 with selects and exact sign flips (branch-free, so it vectorizes)
+    odd = (quadrant & 1) == 1
+    sin_sign = _F(1 - 2 * (quadrant >> 1))
+    cos_sign = _F(1 - 2 * ((quadrant ^ (quadrant >> 1)) & 1))
+    return (c if odd else s) * sin_sign, (s if odd else c) * cos_sign
+
+
+@njit(**_jit)
+def fill(buf, dist, block0, nblocks, i, k, t, k0, k1):
+    """Unscaled elements of blocks block0 .. block0+nblocks-1 of direction i into buf (float32)."""
+    i, k, t = _U(i), _U(k), _U(t)
+    if dist == RADEMACHER:
+        bits = buf.view(np.uint32)  # write IEEE bit patterns: 0x3F800000 is 1.0, the top bit its sign
+        for b in range(nblocks):
+            w = philox(_U(block0 + b), i, k, t, k0, k1)
+            for q in range(4):
+                flipped = ~w[q]
+                for bit in range(32):
+                    bits[128 * b + 32 * q + bit] = _ONE_BITS | (((flipped >> _U(bit)) & _U(1)) << _S31)
+    elif dist == UNIFORM:
+        for b in range(nblocks):
+            w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
+            buf[4 * b], buf[4 * b + 1] = _uniform(w0), _uniform(w1)
+            buf[4 * b + 2], buf[4 * b + 3] = _uniform(w2), _uniform(w3)
+    else:
+        for b in range(nblocks):
+            w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
+            r0, r1 = _radius(w0), _radius(w2)
+            s0, c0 = _sincos(w1)
+            s1, c1 = _sincos(w3)
+            buf[4 * b], buf[4 * b + 1], buf[4 * b + 2], buf[4 * b + 3] = r0 * c0, r0 * s0, r1 * c1, r1 * s1
+
+
+@njit(fastmath={"reassoc", "contract"}, **_jit)
+def _dot(buf, g, j0, n):
+    """Sum of one tile in float32 SIMD lanes (the order is fixed per machine by the compiler)."""
+    tile = g[j0:j0 + n]  # a slice, not g[j0 + e]: possibly-negative indices would block SIMD
+    acc = _F(0)
+    for e in range(n):
+        acc += buf[e] * tile[e]
+    return np.float64(acc)
+
+
+
+@njit(parallel=True, **_jit)
+def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
+    """out[i] = scale * <z_{offset+i}, g> for i < dim (float64)."""
+    size = g.shape[0]
+    per = 128 if dist == RADEMACHER else 4
+    ntiles = (size + TILE - 1) // TILE
+    nchunks = (dim + CHUNK - 1) // CHUNK
+    partial = np.empty((dim, ntiles), np.float64)
+    for task in prange(ntiles * nchunks):  # a task: one tile of g, CHUNK directions
+        tile, chunk = task % ntiles, task // ntiles
+        j0 = tile * TILE
+        n = min(TILE, size - j0)
+        buf = np.empty(TILE, np.float32)
+        for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
+            fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
+            partial[i, tile] = _dot(buf, g, j0, n)
+    for i in prange(dim):
+        acc = 0.0
+        for tile in range(ntiles):
+            acc += partial[i, tile]
+        out[i] = acc * scale
+
+
+@njit(parallel=True, **_jit)
+def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
+    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j < size (float32 output, float64 sums)."""
+    dim = c.shape[0]
+    per = 128 if dist == RADEMACHER else 4
+    ntiles = (size + TILE - 1) // TILE
+    for tile in prange(ntiles):
+        j0 = tile * TILE
+        n = min(TILE, size - j0)
+        buf = np.empty(TILE, np.float32)
+        acc = np.zeros(TILE, np.float32)  # float32 sums over at most FLUSH directions,
+        total = np.zeros(TILE, np.float64)  # then float64 across those groups
+        for i in range(dim):
+            fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
+            ci = np.float32(c[i])
+            for e in range(n):
+                acc[e] += ci * buf[e]
+            if (i + 1) % FLUSH == 0 or i == dim - 1:
+                for e in range(n):
+                    total[e] += acc[e]
+                    acc[e] = 0
+        dst = out[j0:j0 + n]
+        for e in range(n):
+            dst[e] = total[e] * scale
+
+
+@njit(parallel=True, **_jit)
+def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
+    """out[r, :] = unscaled direction rows[r] (float32); for teaching and tests."""
+    per = 128 if dist == RADEMACHER else 4
+    nblocks = (size + per - 1) // per
+    for r in prange(rows.shape[0]):
+        buf = np.empty(nblocks * per, np.float32)
+        fill(buf, dist, 0, nblocks, rows[r], compartment, step, seed0, seed1)
+        out[r, :] = buf[:size]
+
+
+def set_threads(n: int | None) -> int:
+    """Set the number of CPU threads the kernels use (None: all); returns the previous value."""
+    previous = nb.get_num_threads()
+    nb.set_num_threads(nb.config.NUMBA_NUM_THREADS if n is None else n)
+    return previous
