@@ -7,7 +7,11 @@
 """
 
 from .bases import RandomBases, philox4x32
+from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available
+from .optim import FPD, NES, RBD, replay
+from .subspace import FixedSubspace
 
 __version__ = "0.1.0"
-__all__ = ["RandomBases", "philox4x32", "gpu_available"]
+__all__ = ["RandomBases", "philox4x32", "RBD", "FPD", "NES", "replay", "FixedSubspace",
+           "gpu_available", "set_threads"]
