@@ -1,0 +1,132 @@
+"""Benchmarks: fused on-demand bases against storing them, measured in one run.
+
+    python -m rbdlib.bench bases            # CPU table: throughput and peak memory
+    python -m rbdlib.bench bases --quick    # smaller sizes, for a first look
+    python -m rbdlib.bench --gpu            # on a CUDA machine: CPU/GPU agreement and GPU timings
+
+Throughput counts basis entries (dim x size) per second of one project + expand pair.
+The baseline is what a straightforward PyTorch implementation does: ``P = torch.randn(dim, size)``
+then ``c = P @ g`` and ``P.T @ c``. Every case runs in a fresh subprocess so that its peak
+resident memory (ru_maxrss growth over a warmed-up process) belongs to it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+_CASE = r"""
+import json, resource, statistics, sys, time, torch, numpy as np
+import rbdlib
+size, dim, method, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+g = torch.randn(size)
+if method != "torch.randn":  # warm up: compile (or load) the kernels on a small input
+    b = rbdlib.RandomBases(0, 0, 0, 2, 300, method)
+    b.expand(b.project(torch.randn(300)))
+def rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
+times = []
+for t in range(repeats):
+    start = time.perf_counter()
+    if method == "torch.randn":
+        P = torch.randn(dim, size)
+        c = P @ g
+        delta = P.T @ c
+        del P
+    else:
+        b = rbdlib.RandomBases(0, t, 0, dim, size, method)
+        delta = b.expand(b.project(g))
+    times.append(time.perf_counter() - start)
+print(json.dumps({"seconds": statistics.median(times), "best": min(times), "peak_bytes": rss() - before}))
+"""
+
+
+def run_case(size: int, dim: int, method: str, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CASE, str(size), str(dim), method, str(repeats)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bases_table(cases, repeats: int) -> str:
+    rows = ["| size | dim | method | ms per project+expand | entries/s | vs baseline | peak extra memory |",
+            "|---:|---:|---|---:|---:|---:|---:|"]
+    for size, dim in cases:
+        base = run_case(size, dim, "torch.randn", repeats)
+        for method in ("torch.randn", "normal", "uniform", "rademacher"):
+            r = base if method == "torch.randn" else run_case(size, dim, method, repeats)
+            rate = size * dim / r["seconds"]
+            speed = base["seconds"] / r["seconds"]
+            name = "baseline: torch.randn + 2 matvec" if method == "torch.randn" else f"fused {method}"
+            rows.append(f"| {size:,} | {dim:,} | {name} | {r['seconds'] * 1e3:.1f} | {rate:.3g} | "
+                        f"{speed:.1f}x | {r['peak_bytes'] / 2**20:.1f} MiB |")
+    return "\n".join(rows)
+
+
+_GPU = r"""
+import time, numpy as np, torch, rbdlib
+from rbdlib import philox as ref
+assert rbdlib.gpu_available(), "CuPy cannot see a GPU"
+dev = torch.device("cuda")
+print("device:", torch.cuda.get_device_name(0))
+ctr = np.random.default_rng(0).integers(0, 2**32, (100000, 4), dtype=np.uint64).astype(np.uint32)
+key = np.array([0xA4093822, 0x299F31D0], np.uint32)
+gpu_words = rbdlib.philox4x32(torch.from_numpy(ctr.astype(np.int64)).to(dev), key).cpu().numpy().astype(np.uint32)
+print("raw words bit-identical to the CPU reference:", np.array_equal(gpu_words, ref.philox4x32(ctr, key)))
+for dist in ("normal", "uniform", "rademacher"):
+    b = rbdlib.RandomBases(2**40 + 7, 3, 1, 16, 10007, dist)
+    cpu_rows, gpu_rows = b.materialize(), b.materialize(device=dev).cpu()
+    g = torch.randn(10007)
+    c_cpu, c_gpu = b.project(g), b.project(g.to(dev)).cpu()
+    e_cpu, e_gpu = b.expand(c_cpu), b.expand(c_cpu.to(dev)).cpu()
+    rel = lambda a, b: float((a - b).norm() / b.norm())
+    print(f"{dist:10s} rows identical={torch.equal(cpu_rows, gpu_rows)} max|diff|={float((cpu_rows - gpu_rows).abs().max()):.2e}"
+          f" project rel={rel(c_gpu, c_cpu):.2e} expand rel={rel(e_gpu, e_cpu):.2e}")
+for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
+    g = torch.randn(size, device=dev)
+    for dist in ("torch.randn", "normal", "uniform", "rademacher"):
+        def once(t):
+            if dist == "torch.randn":
+                P = torch.randn(dim, size, device=dev)
+                return P.T @ (P @ g)
+            b = rbdlib.RandomBases(0, t, 0, dim, size, dist)
+            return b.expand(b.project(g))
+        try:
+            once(0); torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            for t in range(5):
+                once(t)
+            torch.cuda.synchronize()
+            sec = (time.perf_counter() - start) / 5
+            peak = torch.cuda.max_memory_allocated() / 2**20
+            print(f"size={size:>10,} dim={dim:>5} {dist:11s} {sec*1e3:9.2f} ms  {size*dim/sec:.3g} entries/s  peak {peak:.0f} MiB")
+        except torch.OutOfMemoryError:
+            print(f"size={size:>10,} dim={dim:>5} {dist:11s} out of memory")
+        torch.cuda.empty_cache()
+"""
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rbdlib.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="bases", choices=["bases"])
+    parser.add_argument("--quick", action="store_true", help="small sizes only")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--gpu", action="store_true", help="check and time the CUDA kernels instead")
+    args = parser.parse_args(argv)
+    if args.gpu:
+        exec(compile(_GPU, "rbdlib-bench-gpu", "exec"), {})
+        return
+    cases = [(20_000, 50)] if args.quick else [(101_770, 250), (1_000_000, 1_000)]
+    import torch
+
+    print(f"rbdlib bases benchmark, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"median of {args.repeats}")
+    print(bases_table(cases, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
