@@ -136,8 +136,8 @@ _MNIST_SHA256 = (
 
 # Mutable on purpose: tests point these at local files.
 SOURCES: dict[str, tuple[RemoteFile, ...]] = {
-    "fashion-mnist": tuple(_mirrored(f, _FASHION_BASES, h) for f, h in zip(_IDX_FILES, _FASHION_SHA256)),
-    "mnist": tuple(_mirrored(f, _MNIST_BASES, h) for f, h in zip(_IDX_FILES, _MNIST_SHA256)),
+    "fashion-mnist": tuple(map(_mirrored, _IDX_FILES, [_FASHION_BASES] * 4, _FASHION_SHA256)),
+    "mnist": tuple(map(_mirrored, _IDX_FILES, [_MNIST_BASES] * 4, _MNIST_SHA256)),
     "cifar10": (
         RemoteFile(
             "cifar-10-binary.tar.gz",
@@ -269,7 +269,7 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as error:  # BadGzipFile is an OSError; truncated gzip raises EOFError
-        raise DatasetFormatError(f"{path} is not a readable IDX file ({error}); delete it and retry.") from error
+        raise DatasetFormatError(f"{path} is not a readable IDX file ({error}); delete it, retry.") from error
     got = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
     if got != magic:
         raise DatasetFormatError(f"{path}: magic number {got}, expected {magic}; is this the right file?")
@@ -396,7 +396,8 @@ def _locate_and_read(name: str, root, download: bool, progress: bool | None):
             if not (dest / remote.filename).is_file():
                 _download(remote, dest, progress)
     except OSError as error:
-        raise _not_found(name, tried, "not on disk and the download failed", f"Download into {dest}: {error}") from error
+        details = f"Download into {dest}: {error}"
+        raise _not_found(name, tried, "not on disk and the download failed", details) from error
     arrays = _read_folder(name, dest)
     if arrays is None:
         raise _not_found(name, tried, f"files downloaded into {dest} are incomplete")
@@ -453,7 +454,7 @@ def standardize_per_image(x: torch.Tensor) -> torch.Tensor:
 def _split(name, train_x, train_y, test_x, test_y, val_size: int, split_seed: int, source) -> Dataset:
     n = len(train_x)
     if not 0 < val_size < n:
-        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1} for {name!r} ({n} train images).")
+        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1} for {name!r} ({n} train images)")
     offset = int(np.random.default_rng(split_seed).integers(0, n - val_size + 1))
     val = slice(offset, offset + val_size)
     keep = torch.cat([torch.arange(offset), torch.arange(offset + val_size, n)])

@@ -21,7 +21,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["fc", "cnn", "resnet8", "build", "count_parameters", "keras_init_", "glorot_bound", "input_shape", "MODELS"]
+__all__ = ["fc", "cnn", "resnet8", "build", "count_parameters", "keras_init_", "glorot_bound", "input_shape"]
+__all__ += ["BasicBlock", "MODELS"]
 
 MODELS = ("fc", "cnn", "resnet8")
 _SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 8, 8)}
@@ -157,7 +158,9 @@ def input_shape(dataset: object) -> tuple[int, int, int]:
     return _check_shape(dataset, "input_shape")  # type: ignore[arg-type]
 
 
-def build(name: str, dataset: object = "fashion-mnist", classes: int = 10, seed: int | None = None) -> nn.Module:
+def build(
+    name: str, dataset: object = "fashion-mnist", classes: int = 10, seed: int | None = None
+) -> nn.Module:
     """Build network ``name`` ("fc", "cnn" or "resnet8") for a dataset name, ``(C, H, W)`` or ``Dataset``.
 
     >>> count_parameters(build("fc", "mnist", seed=0))
