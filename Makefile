@@ -25,7 +25,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 test: $(STAMP)
-	RBDLIB_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS)
+	RBDLIB_SMOKE=1 $(BIN)/python -m pytest tests notebooks rbdlib --doctest-modules --nbval-lax --nbval-current-env -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rbdlib tests

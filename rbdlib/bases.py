@@ -125,18 +125,29 @@ class RandomBases:
         ``rows`` is None (all), an int, a slice or a sequence of direction indices in [0, dim).
         This allocates the matrix it returns: 4 * len(rows) * size bytes.
         """
-        index = np.arange(self.dim)
         if rows is None:
-            rows = index
-        elif isinstance(rows, numbers.Integral):
-            rows = index[[int(rows)]]
-        else:
-            try:
-                rows = index[rows]
-            except IndexError as err:
-                raise IndexError(f"rows {rows!r} out of range for dim={self.dim}") from err
+            rows = np.arange(self.dim)
+        elif isinstance(rows, slice):
+            rows = np.arange(self.dim)[rows]
+        else:  # ints and sequences: integer indices in [0, dim), no wrap-around, no bool masks
+            given = rows
+            if isinstance(rows, torch.Tensor):
+                rows = rows.detach().cpu().numpy()
+            rows = np.asarray(rows)
+            if rows.ndim > 1:
+                raise ValueError(f"rows must be an int, a slice or a 1-D sequence, got shape {rows.shape}")
+            if rows.size and (rows.dtype == bool or not np.issubdtype(rows.dtype, np.integer)):
+                raise TypeError(f"rows must be integer direction indices, got {given!r} ({rows.dtype})")
+            rows = rows.reshape(-1).astype(np.int64)
+            if rows.size and (rows.min() < 0 or rows.max() >= self.dim):
+                raise IndexError(f"rows {given!r} out of range for dim={self.dim}")
         rows = np.asarray(rows, dtype=np.int64) + self.offset
         device = torch.device(device or "cpu")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"materialize: device {device} is not supported; use cpu or cuda")
+        if device.type == "cuda" and not cuda.available():
+            raise RuntimeError(f"materialize(device={str(device)!r}) needs CuPy and a CUDA GPU, which "
+                               "cannot be used here; install the extra: pip install 'rbdlib[gpu]'")
         if device.type == "cuda":
             out = cuda.materialize(torch.from_numpy(rows), self.size, self._dist, *self._key, self.step,
                                    self.compartment, device)
@@ -154,7 +165,7 @@ def philox4x32(counter, key):
     use the GPU kernel, so the two can be compared word for word.
 
     >>> philox4x32(np.zeros(4, np.uint32), np.zeros(2, np.uint32))
-    array([1713825997, 3781674381, 3159862348, 2600524760], dtype=uint32)
+    array([1713891541, 3781805453, 3159862348, 2600524760], dtype=uint32)
     """
     if isinstance(counter, torch.Tensor) and counter.is_cuda:
         key = [int(k) for k in np.asarray(key, dtype=np.uint32).reshape(2)]

@@ -362,7 +362,8 @@ def load_dataset(
     image on all splits, ``(x - mean) / max(std, 1/sqrt(3072))``, as TensorFlow's
     ``per_image_standardization``. Validation: a contiguous block of ``val_size`` images (10,000; digits
     20 %) cut from the training set at an offset drawn from ``split_seed``; the test set is untouched
-    (digits: a fixed 20 %). ``download=False`` never touches the network.
+    (digits: a fixed 20 %). ``download=False`` never touches the network; downloads go into ``root`` if
+    given, else ``$RBDLIB_DATA/<name>``, else the user cache.
 
     >>> ds = load_dataset("digits", split_seed=1)
     >>> len(ds.train_x), len(ds.val_x), len(ds.test_x)

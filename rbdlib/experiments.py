@@ -227,7 +227,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None, help="output folder (default results/<config>)")
     p.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per epoch")
-    p.add_argument("--smoke", action="store_true", help="tiny data and 1 epoch, for CI")
+    p.add_argument("--smoke", action="store_true", help="tiny data, d <= 20, 8 steps per epoch, <= 2 epochs (CI)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
     p.add_argument("--progress", action="store_true", default=None)
@@ -241,7 +241,7 @@ def main(argv=None) -> dict:
     for spec in args.methods:
         parse_method(spec)  # fail before any training on a bad method
     if args.smoke:
-        args.epochs, args.dim, args.max_steps = 1, min(args.dim, 20), args.max_steps or 8
+        args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
     ds = datasets.load_dataset(config["dataset"], root=args.data_root)
     if args.smoke:
         ds = _smoke(ds)

@@ -37,7 +37,7 @@ class FixedSubspace(torch.nn.Module):
 
     >>> net = torch.nn.Linear(3, 2)
     >>> sub = FixedSubspace(net, dim=5)
-    >>> [name for name, _ in sub.named_parameters()]
+    >>> [name for name, p in sub.named_parameters() if p.requires_grad]   # theta_0 is frozen
     ['coords']
     >>> sub(torch.ones(1, 3)).shape
     torch.Size([1, 2])

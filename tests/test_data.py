@@ -1,0 +1,334 @@
+"""rbdlib.data: parsing the real file formats, the download path, the paper's split, augmentation."""
+
+import doctest
+import gzip
+import hashlib
+import io
+import struct
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rbdlib import data
+from rbdlib.data import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    RemoteFile,
+    augment_cifar,
+    augment_mnist,
+    batches,
+    best_available,
+    load_dataset,
+    random_crop,
+)
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+# ------------------------------------------------------------------------------------------------
+# Writers for the real formats
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX: 0x0000, type 0x08 (unsigned byte), ndim, big-endian dims, then the data."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_mnist_like(folder: Path, n_train: int, n_test: int = 7, gz: bool = True) -> dict:
+    """Images whose first two pixels encode their index, so splits can be checked exactly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.zeros((n, 28, 28), np.uint8)
+        index = np.arange(n)
+        images[:, 0, 0], images[:, 0, 1], images[:, 5:9, 5:9] = index // 256, index % 256, 200
+        labels = (index % 10).astype(np.uint8)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            name = f"{prefix}-{kind}-ubyte" + (".gz" if gz else "")
+            raw = idx_bytes(array)
+            (folder / name).write_bytes(gzip.compress(raw) if gz else raw)
+        arrays[prefix] = (images, labels)
+    return arrays
+
+
+def decode_index(x: torch.Tensor) -> torch.Tensor:
+    pixels = (x[:, 0, 0, :2] * 255).round().long()
+    return pixels[:, 0] * 256 + pixels[:, 1]
+
+
+def cifar_records(n: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    records = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
+    records[:, 0] = np.arange(n) % 10
+    return records.tobytes()
+
+
+def write_cifar_archive(path: Path, n_per_batch: int = 4, extra_members: dict | None = None) -> None:
+    members = {f"cifar-10-batches-bin/data_batch_{i}.bin": cifar_records(n_per_batch, i) for i in range(1, 6)}
+    members["cifar-10-batches-bin/test_batch.bin"] = cifar_records(3, 99)
+    members["cifar-10-batches-bin/batches.meta.txt"] = b"airplane\nautomobile\n"
+    members.update(extra_members or {})
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No RBDLIB_DATA, an empty user cache under tmp_path, no system folders, no network."""
+    monkeypatch.delenv("RBDLIB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("fashion-mnist", "mnist", "cifar10"):
+        monkeypatch.setitem(data.SYSTEM_DIRS, name, ())
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(data, "_urlopen", offline)
+    return tmp_path
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing and splitting
+
+
+def test_idx_files_load_through_root_with_a_contiguous_validation_block(isolated):
+    arrays = write_mnist_like(isolated / "files", n_train=60)
+    ds = load_dataset("mnist", root=isolated / "files", val_size=10, split_seed=3)
+    assert (len(ds.train_x), len(ds.val_x), len(ds.test_x)) == (50, 10, 7)
+    assert ds.train_x.shape[1:] == (1, 28, 28) and ds.train_x.dtype == torch.float32
+    assert ds.train_y.dtype == torch.int64 and ds.source_path == str(isolated / "files")
+    assert 0.0 <= ds.train_x.min() and ds.train_x.max() <= 1.0
+    val_index = decode_index(ds.val_x)
+    assert torch.equal(val_index, torch.arange(val_index[0], val_index[0] + 10))  # one contiguous block
+    everything = torch.cat([decode_index(ds.train_x), val_index]).sort().values
+    assert torch.equal(everything, torch.arange(60))
+    assert torch.equal(ds.val_y, val_index % 10)
+    test_images, test_labels = arrays["t10k"]
+    assert torch.equal(ds.test_x[:, 0], torch.from_numpy(test_images / 255.0).float())  # untouched
+    assert torch.equal(ds.test_y, torch.from_numpy(test_labels).long())
+
+
+def test_split_seed_chooses_the_offset_deterministically(isolated):
+    write_mnist_like(isolated, n_train=200)
+    offsets = {s: int(decode_index(load_dataset("mnist", root=isolated, val_size=10, split_seed=s).val_x)[0])
+               for s in range(5)}  # fmt: skip
+    assert len(set(offsets.values())) > 1
+    again = load_dataset("mnist", root=isolated, val_size=10, split_seed=2)
+    assert decode_index(again.val_x)[0] == offsets[2]
+
+
+def test_default_validation_split_is_10000_images(isolated):
+    write_mnist_like(isolated, n_train=10_050)
+    ds = load_dataset("fashion-mnist", root=isolated)
+    assert (len(ds.train_x), len(ds.val_x)) == (50, 10_000)
+    with pytest.raises(ValueError, match="val_size=20000"):
+        load_dataset("fashion-mnist", root=isolated, val_size=20_000)
+
+
+def test_uncompressed_idx_and_name_subfolder(isolated):
+    write_mnist_like(isolated / "mnist", n_train=30, gz=False)
+    assert len(load_dataset("mnist", root=isolated, val_size=5).train_x) == 25
+
+
+def test_wrong_magic_number_is_reported(isolated):
+    write_mnist_like(isolated, n_train=20)
+    labels = idx_bytes(np.zeros(20, np.uint8))
+    (isolated / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(labels))  # labels where images go
+    with pytest.raises(DatasetFormatError, match="magic number 2049, expected 2051"):
+        load_dataset("mnist", root=isolated, val_size=5)
+
+
+def test_truncated_gzip_is_reported(isolated):
+    write_mnist_like(isolated, n_train=20)
+    path = isolated / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DatasetFormatError, match="t10k-images"):
+        load_dataset("mnist", root=isolated, val_size=5)
+
+
+def test_cifar_binary_archive_is_extracted_safely_and_standardised(isolated):
+    evil = {"../evil.txt": b"x", "/tmp/evil_abs.txt": b"x", "cifar-10-batches-bin/../../evil2.txt": b"x"}
+    folder = isolated / "c"
+    folder.mkdir()
+    write_cifar_archive(folder / "cifar-10-binary.tar.gz", extra_members=evil)
+    ds = load_dataset("cifar10", root=folder, val_size=5)
+    assert (len(ds.train_x), len(ds.val_x), len(ds.test_x)) == (15, 5, 3)
+    assert ds.train_x.shape[1:] == (3, 32, 32) and ds.classes[0] == "airplane"
+    flat = torch.cat([ds.train_x, ds.test_x]).flatten(1)
+    torch.testing.assert_close(flat.mean(1), torch.zeros(len(flat)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flat.std(1, unbiased=False), torch.ones(len(flat)), atol=1e-4, rtol=0)
+    assert sorted(p.name for p in (folder / "cifar-10-batches-bin").iterdir()) == sorted(
+        ["batches.meta.txt", "test_batch.bin"] + [f"data_batch_{i}.bin" for i in range(1, 6)]
+    )
+    assert not list(isolated.rglob("evil*")) and not Path("/tmp/evil_abs.txt").exists()
+    # The pixels are the record bytes in R, G, B plane order: check the first test image.
+    raw = np.frombuffer(cifar_records(3, 99), np.uint8).reshape(3, 3073)
+    expected = data.standardize_per_image(torch.from_numpy(raw[:, 1:] / 255.0).float().view(3, 3, 32, 32))
+    torch.testing.assert_close(ds.test_x, expected)
+    assert ds.test_y.tolist() == [0, 1, 2]
+
+
+def test_digits_always_works_offline(isolated):
+    ds = load_dataset("digits")
+    assert ds.in_shape == (1, 8, 8) and (len(ds.train_x), len(ds.val_x), len(ds.test_x)) == (1079, 359, 359)
+    again = load_dataset("digits")
+    assert torch.equal(ds.train_x, again.train_x) and torch.equal(ds.test_y, again.test_y)
+    assert torch.equal(load_dataset("digits", split_seed=5).test_x, ds.test_x)  # the test set never moves
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding and downloading
+
+
+def test_missing_dataset_offline_lists_the_places_tried(isolated):
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("fashion-mnist", root=isolated / "nowhere", download=False)
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    assert str(isolated / "nowhere") in message
+    assert str(isolated / "cache" / "rbdlib" / "fashion-mnist") in message
+    assert "apt-get install dataset-fashion-mnist" in message and "RBDLIB_DATA" in message
+    assert "download=True" in message
+
+
+def test_network_failure_surfaces_as_not_found_with_the_cause(isolated):
+    with pytest.raises(DatasetNotFoundError, match="network disabled") as info:
+        load_dataset("mnist")
+    assert info.value.__cause__ is not None
+    assert not [p for p in isolated.rglob("*") if p.is_file()]
+
+
+def test_rbdlib_data_environment_variable_is_searched(isolated, monkeypatch):
+    write_mnist_like(isolated / "shared" / "mnist", n_train=20)
+    monkeypatch.setenv("RBDLIB_DATA", str(isolated / "shared"))
+    assert load_dataset("mnist", val_size=5, download=False).source_path == str(isolated / "shared" / "mnist")
+
+
+def serve(monkeypatch, name: str, folder: Path, sha256: dict | None = None) -> None:
+    """Point SOURCES[name] at file:// URLs of the files in ``folder``."""
+    remotes = []
+    for path in sorted(folder.iterdir()):
+        digest = (sha256 or {}).get(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+        remotes.append(RemoteFile(path.name, (path.as_uri(),), digest))
+    monkeypatch.setitem(data.SOURCES, name, tuple(remotes))
+    monkeypatch.setattr(data, "_urlopen", data.urllib.request.urlopen)
+
+
+def test_good_download_is_cached_and_reused(isolated, monkeypatch):
+    write_mnist_like(isolated / "server", n_train=20)
+    serve(monkeypatch, "mnist", isolated / "server")
+    ds = load_dataset("mnist", val_size=5, progress=False)
+    cache = isolated / "cache" / "rbdlib" / "mnist"
+    assert ds.source_path == str(cache) and len(list(cache.glob("*.gz"))) == 4
+    assert not list(cache.glob(".*"))  # no temporary files left behind
+    for path in (isolated / "server").iterdir():
+        path.unlink()  # the "network" is gone; the cache must be enough
+    assert torch.equal(load_dataset("mnist", val_size=5, download=False).train_x, ds.train_x)
+
+
+def test_checksum_mismatch_keeps_nothing(isolated, monkeypatch):
+    write_mnist_like(isolated / "server", n_train=20)
+    serve(monkeypatch, "mnist", isolated / "server", sha256={"t10k-images-idx3-ubyte.gz": "0" * 64})
+    with pytest.raises(DatasetNotFoundError, match="SHA-256 mismatch"):
+        load_dataset("mnist", val_size=5, progress=False)
+    cache = isolated / "cache" / "rbdlib" / "mnist"
+    assert not (cache / "t10k-images-idx3-ubyte.gz").exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, payload: bytes, claimed_length: int):
+        super().__init__(payload)
+        self.headers = {"Content-Length": str(claimed_length)}
+
+
+def test_truncated_download_keeps_nothing(isolated, monkeypatch):
+    payload = gzip.compress(idx_bytes(np.random.default_rng(0).integers(0, 256, (3, 28, 28))))
+    remote = RemoteFile("t10k-images-idx3-ubyte.gz", ("https://example.invalid/t10k",), "0" * 64)
+    monkeypatch.setitem(data.SOURCES, "mnist", (remote,))
+    monkeypatch.setattr(data, "_urlopen", lambda url, timeout=None: FakeResponse(payload[:50], len(payload)))
+    with pytest.raises(DatasetNotFoundError, match="truncated download: got 50 of"):
+        load_dataset("mnist", progress=False)
+    cache = isolated / "cache" / "rbdlib" / "mnist"
+    assert list(cache.iterdir()) == []
+
+
+def test_best_available_falls_back_to_digits_and_says_so(isolated):
+    ds, message = best_available("fashion-mnist", root=isolated / "nowhere", download=False)
+    assert ds.name == "digits"
+    assert message.startswith("Using digits") and "fashion-mnist is not available" in message
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_real_fashion_mnist_from_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("RBDLIB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ds = load_dataset("fashion-mnist", download=False)
+    assert ds.source_path == str(FMNIST)
+    assert (len(ds.train_x), len(ds.val_x), len(ds.test_x)) == (50_000, 10_000, 10_000)
+    assert ds.train_x.shape[1:] == (1, 28, 28) and ds.train_x.dtype == torch.float32
+    assert float(ds.train_x.min()) == 0.0 and float(ds.train_x.max()) == 1.0
+    assert torch.equal(ds.test_y.bincount(), torch.full((10,), 1000))
+    assert torch.equal(torch.cat([ds.train_y, ds.val_y]).bincount(), torch.full((10,), 6000))
+
+
+# ------------------------------------------------------------------------------------------------
+# Augmentation and batches
+
+
+def test_random_crop_is_a_shifted_copy_of_the_padded_image():
+    x = torch.rand(500, 2, 28, 28)
+    out = random_crop(x, 3, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3))
+    windows = padded.unfold(2, 28, 1).unfold(3, 28, 1)  # n x c x 7 x 7 x 28 x 28: every possible crop
+    matches = (windows == out[:, :, None, None]).flatten(4).all(-1).all(1)  # n x 7 x 7
+    assert torch.equal(matches.flatten(1).sum(1), torch.ones(500, dtype=torch.long))  # one offset each
+    offsets = matches.flatten(1).float().argmax(1)
+    assert len(offsets.unique()) == 49  # every offset in 0..6 x 0..6 occurs
+
+
+def test_augment_mnist_adds_one_uniform_brightness_shift_per_image():
+    x = torch.rand(4000, 1, 28, 28)
+    out = augment_mnist(x, torch.Generator().manual_seed(1))
+    crops = random_crop(x, 3, torch.Generator().manual_seed(1))  # same draws for the crop offsets
+    shift = (out - crops).flatten(1)
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))  # constant within each image
+    shift = shift[:, 0]
+    assert -0.5 <= shift.min() and shift.max() <= 0.5
+    assert abs(shift.mean()) < 0.02 and abs(shift.std() - 12**-0.5) < 0.01
+    assert torch.equal(out, augment_mnist(x, torch.Generator().manual_seed(1)))  # reproducible
+
+
+def test_augment_cifar_crops_and_flips_half_the_images():
+    x = torch.randn(300, 3, 32, 32)
+    out = augment_cifar(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    windows = torch.nn.functional.pad(x, (4, 4, 4, 4)).unfold(2, 32, 1).unfold(3, 32, 1)  # all 9 x 9 crops
+
+    def is_a_crop(images):
+        return (windows == images[:, :, None, None]).flatten(4).all(-1).all(1).flatten(1).any(1)
+
+    plain, flipped = is_a_crop(out), is_a_crop(out.flip(-1))
+    assert (plain | flipped).all()
+    assert 0.35 < flipped.float().mean() < 0.65
+
+
+def test_batches_cover_every_example_once():
+    x, y = torch.arange(103.0), torch.arange(103)
+    seen = torch.cat([b for b, _ in batches(x, y, 10, generator=torch.Generator().manual_seed(0))])
+    assert torch.equal(seen.sort().values, x) and not torch.equal(seen, x)
+    assert sum(1 for _ in batches(x, y, 10, drop_last=True)) == 10
+    with pytest.raises(ValueError, match="differ in length"):
+        next(batches(x, y[:5]))
+
+
+def test_docstring_examples():
+    assert doctest.testmod(data).failed == 0

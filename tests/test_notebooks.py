@@ -1,0 +1,65 @@
+"""Lint the notebooks for the house conventions (nbval executes them; this checks how they are built)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SEQUENCE = ["01_welcome", "02_random_subspaces", "03_fixed_projection", "04_redrawn_bases", "05_compartments",
+            "06_on_demand_bases", "07_shared_seeds", "08_reproducing_the_paper"]
+
+
+def _load(path):
+    return json.loads(path.read_text())
+
+
+def _source(cell):
+    return "".join(cell["source"])
+
+
+def test_the_sequence_is_complete():
+    assert [p.stem for p in NOTEBOOKS] == SEQUENCE
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path):
+    nb = _load(path)
+    cells = nb["cells"]
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    header = _source(cells[0])
+    assert cells[0]["cell_type"] == "markdown" and header.startswith(f"# {path.stem[:2]}")
+    assert f"colab.research.google.com/github/rbdlib/rbdlib/blob/main/notebooks/{path.name}" in header
+    assert "mybinder.org/v2/gh/rbdlib/rbdlib/main" in header and path.name in header
+    assert "What you will learn" in header and "Expected run time" in header
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert '"google.colab" in sys.modules' in _source(code[0])  # installs only on Colab
+    assert 'SMOKE = os.environ.get("RBDLIB_SMOKE") == "1"' in _source(code[1])
+    assert "device" in _source(code[1])
+    text = "\n".join(_source(c) for c in cells)
+    assert "sys.path" not in text, "import the installed library; no sys.path edits"
+    markdown = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
+    assert "## Summary" in markdown and "## Exercises" in markdown
+    assert "$$" in markdown or path.stem == "01_welcome", "math first, as display equations"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_executed_with_clean_outputs(path):
+    code = [c for c in _load(path)["cells"] if c["cell_type"] == "code"]
+    counts = [c["execution_count"] for c in code]
+    assert all(isinstance(n, int) for n in counts), "commit notebooks executed, with execution counts"
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), "run top to bottom"
+    assert any(c["outputs"] for c in code)
+    checked = [c for c in code if _source(c).rstrip().endswith("# NBVAL_CHECK_OUTPUT")]
+    assert 2 <= len(checked), "a few cells per notebook print deterministic values that CI compares"
+    for cell in code:
+        for out in cell["outputs"]:
+            assert out["output_type"] != "error", f"an error is committed in {path.name}"
+            data = out.get("data", {})
+            assert "image/svg+xml" not in data, "PNG figures only"
+    for cell in checked:
+        printed = json.dumps(cell["outputs"])
+        assert not re.search(r"0x[0-9a-f]{6,}", printed) or "philox" in _source(cell).lower(), \
+            "no memory addresses in checked outputs"
+        assert not re.search(r"\b(ms|seconds?|s/step)\b", printed), "no timings in checked outputs"
