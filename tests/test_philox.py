@@ -88,7 +88,7 @@ def test_naive_and_vectorized_agree_on_random_inputs():
 
 
 def test_words_counter_and_key_layout():
-    """words() puts (block, direction, compartment, step) in the counter and (lo, hi) of the seed in the key."""
+    """words(): counter (block, direction, compartment, step), key (low, high word of the seed)."""
     seed = (0x89ABCDEF << 32) | 0x01234567
     out = ref.words(seed, step=11, compartment=7, direction=5, blocks=[0, 3, 2**32 - 1])
     for n, block in enumerate([0, 3, 2**32 - 1]):

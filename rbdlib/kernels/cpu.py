@@ -23,6 +23,7 @@ from .. import philox as ref
 
 TILE = 2048  # elements per tile: a multiple of 128 (one Rademacher block) and small enough for L1
 CHUNK = 64  # directions per project task (tasks only split work; they never change a sum)
+WORKERS = 64  # parallel workers in project; each handles every WORKERS-th task
 FLUSH = 64  # expand adds this many directions in float32 before moving the sum to float64
 NORMAL, UNIFORM, RADEMACHER = 0, 1, 2
 CODES = {"normal": NORMAL, "uniform": UNIFORM, "rademacher": RADEMACHER}
@@ -141,14 +142,16 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     ntiles = (size + TILE - 1) // TILE
     nchunks = (dim + CHUNK - 1) // CHUNK
     partial = np.empty((dim, ntiles), np.float64)
-    for task in prange(ntiles * nchunks):  # a task: one tile of g, CHUNK directions
-        tile, chunk = task % ntiles, task // ntiles
-        j0 = tile * TILE
-        n = min(TILE, size - j0)
+    ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
+    for worker in prange(min(ntasks, WORKERS)):  # one scratch tile per worker, not per task
         buf = np.empty(TILE, np.float32)
-        for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
-            fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
-            partial[i, tile] = _dot(buf, g, j0, n)
+        for task in range(worker, ntasks, WORKERS):
+            tile, chunk = task % ntiles, task // ntiles
+            j0 = tile * TILE
+            n = min(TILE, size - j0)
+            for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
+                fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
+                partial[i, tile] = _dot(buf, g, j0, n)
     for i in prange(dim):
         acc = 0.0
         for tile in range(ntiles):
@@ -162,7 +165,7 @@ def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
     dim = c.shape[0]
     per = 128 if dist == RADEMACHER else 4
     ntiles = (size + TILE - 1) // TILE
-    for tile in prange(ntiles):
+    for tile in prange(ntiles):  # few tasks (one per tile), so scratch is allocated per task
         j0 = tile * TILE
         n = min(TILE, size - j0)
         buf = np.empty(TILE, np.float32)
