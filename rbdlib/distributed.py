@@ -167,7 +167,8 @@ def launch(fn, world_size: int, *args, timeout: float = 60.0, threads: int | Non
 
     Processes are started with "spawn", so ``fn`` and ``args`` must be picklable and ``fn`` importable:
     a function defined in a module, not in a notebook cell or ``__main__`` of an interactive session
-    (:func:`train` is one you can use directly). Results travel back pickled.
+    (:func:`train` is one you can use directly). Results travel back pickled. In a script, call
+    ``launch`` under ``if __name__ == "__main__":`` (spawned processes re-import the script).
 
     >>> results = launch(train, 2, "shared", 3)            # doctest: +SKIP
     >>> [r["rank"] for r in results]                        # doctest: +SKIP
@@ -260,7 +261,8 @@ class DistributedRBD:
                                "torchrun) or use rbdlib.distributed.launch(), then build DistributedRBD")
         if scheme == "independent" and optimizer.record:
             raise ValueError("record=True with scheme='independent' would log only this rank's coordinates, "
-                             "which rbdlib.replay cannot replay; use scheme='shared' (replayable) or record=False")
+                             "which rbdlib.replay cannot replay; use scheme='shared' (replayable) or "
+                             "record=False")
         self.optimizer, self.scheme, self.group = optimizer, scheme, group
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.device = optimizer.params[0].device
@@ -293,6 +295,7 @@ class DistributedRBD:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state_dict) -> None:
+        """Load into the wrapped optimizer, then re-run :meth:`check` (a collective: call on every rank)."""
         self.optimizer.load_state_dict(state_dict)
         self.check()
 
@@ -301,8 +304,8 @@ class DistributedRBD:
         """What must agree across ranks: seed, bases configuration, hyper-parameters, step, weights."""
         opt = self.optimizer
         config = {k: v for k, v in opt.config().items() if k != "seed"}
-        hyper = {"scheme": self.scheme, "lrs": [g["lr"] for g in opt.param_groups], "nonfinite": opt.nonfinite,
-                 "record": opt.record}
+        hyper = {"scheme": self.scheme, "lrs": [g["lr"] for g in opt.param_groups],
+                 "nonfinite": opt.nonfinite, "record": opt.record}
         weights = hashlib.sha256()
         total = 0.0
         with torch.no_grad():
@@ -318,7 +321,7 @@ class DistributedRBD:
                 "weight sum": total}
 
     def check(self) -> None:
-        """All-gather every rank's :meth:`fingerprint`; raise ``RuntimeError`` naming the ranks that differ."""
+        """All-gather every rank's :meth:`fingerprint`; raise ``RuntimeError`` naming ranks that differ."""
         mine = self.fingerprint()
         keys = list(mine)
         row = [_signed(mine["seed"])] + [mine[k] for k in keys[1:-1]]
@@ -328,7 +331,7 @@ class DistributedRBD:
         ref = rows[0]
         problems = []
         for rank, r in enumerate(rows[1:], start=1):
-            diff = [k for k, a, b in zip(keys, r, ref) if a != b and k != "weight sum"]
+            diff = [k for k, a, b in zip(keys, r, ref, strict=True) if a != b and k != "weight sum"]
             if not diff:
                 continue
             shown = []
@@ -339,8 +342,8 @@ class DistributedRBD:
                 elif k == "step counter":
                     shown.append(f"step counter ({r[i]} vs {ref[i]})")
                 elif k == "weights":
-                    as_float = [float(torch.tensor([x[-1]], dtype=torch.int64).view(torch.float64)) for x in (r, ref)]
-                    shown.append(f"initial weights (float64 sum {as_float[0]!r} vs {as_float[1]!r})")
+                    sums = [float(torch.tensor([x[-1]]).view(torch.float64)) for x in (r, ref)]
+                    shown.append(f"initial weights (float64 sum {sums[0]!r} vs {sums[1]!r})")
                 else:
                     shown.append(k)
             problems.append(f"rank {rank} differs from rank 0 in: {', '.join(shown)}")
@@ -408,6 +411,7 @@ class DistributedRBD:
             raise FloatingPointError(f"rank(s) {bad} have a gradient holding NaN or inf; no parameter was "
                                      'changed on any rank (use nonfinite="skip" to skip such steps)')
         frozen = [i for i, c in enumerate(control[1:].tolist()) if c == 0]  # no gradient on any rank
+        before = [p.detach().clone() for p in params]  # O(D): for the exact cosine below
         split = opt.dims
         if self.scheme == "shared":
             mean = list(torch.split(messages[0][:n] / self.world_size, split))
@@ -418,17 +422,24 @@ class DistributedRBD:
             deltas = None
             for w, m in enumerate(messages):  # rank order on every rank: bit-identical results
                 d = opt.apply(list(torch.split(m[:n], split)), worker=w, weight=weight, frozen=frozen)
-                deltas = [x * weight for x in d] if deltas is None else [a.add_(x, alpha=weight)
-                                                                          for a, x in zip(deltas, d)]
+                if deltas is None:
+                    deltas = [x * weight for x in d]
+                else:
+                    deltas = [a.add_(x, alpha=weight) for a, x in zip(deltas, d, strict=True)]
             logged = coords
         self.seconds["expand"] += time.perf_counter() - t2
         opt.finish(logged, grads, deltas, frozen)
-        # finish's cosine assumes delta = P c of this rank's own gradient; recompute it exactly against
-        # the local gradient: cos(applied step, g_rank).
-        along = sum(float(d.double() @ g.double()) for d, g in zip(deltas, grads))
-        norm_d = math.sqrt(sum(float(d.double().square().sum()) for d in deltas))
-        norm_g = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
-        opt.last_cosine = along / (norm_d * norm_g) if norm_d > 0 and norm_g > 0 else float("nan")
+        # finish's cosine takes delta to be P c of this rank's own gradient, which it is not here (averaged
+        # or other workers' coordinates): measure the step that was applied against the local gradient.
+        along = norm_d = norm_g = 0.0
+        for p, b in zip(params, before, strict=True):
+            if p.grad is not None:
+                moved, g = (b - p.detach()).double().reshape(-1), p.grad.detach().double().reshape(-1)
+                along += float(moved @ g)
+                norm_d += float(moved @ moved)
+                norm_g += float(g @ g)
+        ok = norm_d > 0 and norm_g > 0
+        opt.last_cosine = along / math.sqrt(norm_d * norm_g) if ok else float("nan")
         return loss
 
     def _nonfinite_ranks(self, messages, n, finite) -> list[int]:
@@ -446,7 +457,8 @@ class DistributedRBD:
         lines = [f"DistributedRBD scheme={self.scheme!r}, {self.world_size} worker(s), D={opt.size:,}, "
                  f"sum(dims)={opt.num_coords:,}",
                  f"  received per step: {self.bytes_per_step:,} B ({self.coord_bytes_per_step:,} B "
-                 f"coordinates + control) vs DDP all-reduce {self.ddp_bytes_per_step:,} B: {ratio:,.0f}x less"]
+                 f"coordinates + control) vs DDP all-reduce {self.ddp_bytes_per_step:,} B: "
+                 f"{ratio:,.0f}x less"]
         if opt.steps:
             ms = {k: 1e3 * v / opt.steps for k, v in self.seconds.items()}
             lines.append("  ms/step: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
@@ -500,6 +512,8 @@ def train(rank: int, world_size: int, scheme: str = "independent", steps: int = 
     the bytes per step, DDP's, milliseconds per step (after ``warmup`` steps, which include compiling),
     the first and last losses, rank 0's validation accuracy and whether all ranks are bit-identical.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be positive, got {steps}")
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     train_x, train_y, val_x, val_y, source = _data(dataset, seed)
     model = _fc(seed, tuple(train_x.shape[1:]), 10).to(device)
@@ -523,11 +537,11 @@ def train(rank: int, world_size: int, scheme: str = "independent", steps: int = 
         loss.backward()
         opt.step()
         opt.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     if device is not None:
         torch.cuda.synchronize()
     timed = steps - warmup
-    ms = 1e3 * (time.perf_counter() - timed_from) / timed if timed_from is not None and timed > 0 else math.nan
+    ms = 1e3 * (time.perf_counter() - timed_from) / timed if timed_from is not None else math.nan
     phases = {k: 1e3 * (v - seconds0[k]) / timed for k, v in opt.seconds.items()} if timed_from else {}
     with torch.no_grad():
         acc = float((model(val_x.to(device)).argmax(1) == val_y.to(device)).float().mean())
@@ -545,8 +559,9 @@ def _report(r: dict) -> str:
             f"  D={r['parameters']:,}, sum(dims)={r['coords']}: {r['bytes_per_step']:,} B/step received "
             f"({r['coord_bytes_per_step']:,} B coordinates) vs DDP {r['ddp_bytes_per_step']:,} B/step "
             f"({r['ddp_bytes_per_step'] / r['bytes_per_step']:,.0f}x less)\n"
-            f"  {r['ms_per_step']:.1f} ms/step wall (rank 0; phases: {phases}); loss {r['loss_first']:.3f} -> "
-            f"{r['loss_last']:.3f}; val acc {r['val_acc']:.3f}; ranks bit-identical: {r['in_sync']}")
+            f"  {r['ms_per_step']:.1f} ms/step wall (rank 0; phases: {phases}); "
+            f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; val acc {r['val_acc']:.3f}; "
+            f"ranks bit-identical: {r['in_sync']}")
 
 
 def main(argv=None) -> None:

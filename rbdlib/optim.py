@@ -27,8 +27,12 @@ def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     if not params:
         raise ValueError("the optimizer got an empty parameter list")
     if isinstance(params[0], dict):
-        return params, [list(g["params"]) if not isinstance(g["params"], torch.Tensor) else [g["params"]]
-                        for g in params], None
+        # materialise each group's params once: a generator (``layer.parameters()``) read here would be
+        # empty when torch.optim.Optimizer reads it again
+        groups = [dict(g, params=[g["params"]] if isinstance(g["params"], torch.Tensor)
+                       else g["params"] if isinstance(g["params"], set) else list(g["params"]))
+                  for g in params]
+        return groups, [list(g["params"]) for g in groups], None
     if isinstance(params[0], tuple):
         return [{"params": [p for _, p in params]}], None, [n for n, _ in params]
     return [{"params": params}], None, None
@@ -78,11 +82,16 @@ class RBD(torch.optim.Optimizer):
             raise ValueError(f'nonfinite must be "raise" or "skip", got {nonfinite!r}')
         groups, group_layers, names = _flat_params(params)
         super().__init__(groups, dict(lr=lr))
+        for g in self.param_groups:
+            if isinstance(g["lr"], bool) or not isinstance(g["lr"], numbers.Real) or not g["lr"] >= 0:
+                raise ValueError(f"lr must be a non-negative number, got {g['lr']!r} in a parameter group")
         flat = [p for g in self.param_groups for p in g["params"]]
         if len({id(p) for p in flat}) != len(flat):
             raise ValueError("a parameter was given more than once")
         if len({p.device for p in flat}) > 1:
             raise ValueError(f"all parameters must be on one device, got {sorted({str(p.device) for p in flat})}")
+        if flat[0].device.type not in ("cpu", "cuda"):
+            raise ValueError(f"parameters are on {flat[0].device}; rbdlib supports cpu and cuda tensors")
         if any(p.dtype != torch.float32 for p in flat):
             raise TypeError("RBD needs float32 parameters; call model.float() first")
         layers = None
@@ -183,8 +192,23 @@ class RBD(torch.optim.Optimizer):
 
     def finish(self, coords, grads, deltas, frozen=()) -> None:
         """Book-keeping after an update: diagnostics, the coordinate log, the step counter."""
-        along = sum(float(c.double().square().sum()) for c in coords)  # <delta, g> = sum_k |c_k|^2
-        norm_d = math.sqrt(sum(float(d.double().square().sum()) for d in deltas))
+        lrs = [g["lr"] for g in self.param_groups]
+        if not frozen and len(set(lrs)) == 1:
+            along = sum(float(c.double().square().sum()) for c in coords)  # <delta, g> = sum_k |c_k|^2
+            norm_d = math.sqrt(sum(float(d.double().square().sum()) for d in deltas))
+        else:  # the applied step: frozen parameters stay, groups move by their own lr
+            top = max(lrs)
+            along = sq = 0.0
+            for compartment, delta, g in zip(self.layout, deltas, grads):
+                at = 0
+                for i, a, b in compartment:
+                    if i not in frozen:
+                        w = self.param_groups[self._group_of[i]]["lr"] / top if top > 0 else 1.0
+                        d = delta[at:at + b - a].double()
+                        along += w * float(d @ g[at:at + b - a].double())
+                        sq += w * w * float(d @ d)
+                    at += b - a
+            norm_d = math.sqrt(sq)
         norm_g = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
         self.last_cosine = along / (norm_d * norm_g) if norm_d > 0 and norm_g > 0 else float("nan")
         self.last_coords = coords
@@ -240,6 +264,9 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
     config, log = record["config"], record["log"]
     if [list(p.shape) for p in params] != config["shapes"]:
         raise ValueError("params do not match the shapes the record was made with")
+    if [list(v.shape) for v in values] != config["shapes"]:
+        raise ValueError(f"initial_state holds {len(values)} tensors whose shapes do not match the "
+                         f"{len(params)} parameters (pass the initial parameters only, in optimizer order)")
     for p, v in zip(params, values):
         p.copy_(v)
     bounds = [0]

@@ -1,0 +1,253 @@
+"""Distributed RBD over torch.distributed: 2 gloo processes on 127.0.0.1, started by ``launch``.
+
+The worker functions live at module level so that spawned processes can import them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import rbdlib
+from rbdlib.distributed import DistributedRBD, LaunchError, communication, launch
+
+STEPS, BATCH = 4, 8
+
+
+def _model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+
+
+def _rbd(model, seed: int = 0, **kwargs) -> rbdlib.RBD:
+    # two compartments ("layer"), so coordinates of several bases travel in one message
+    return rbdlib.RBD(model.named_parameters(), lr=0.5, dim=6, seed=seed, compartments="layer", **kwargs)
+
+
+def _batch(step: int, rank: int):
+    g = torch.Generator().manual_seed(1000 * step + rank)
+    return torch.randn(BATCH, 12, generator=g), torch.randint(0, 3, (BATCH,), generator=g)
+
+
+def _weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+# ---------------------------------------------------------------------------------------- workers
+
+
+def worker_train(rank, world_size):
+    out = {}
+    for scheme in ("shared", "independent"):
+        model = _model()
+        opt = DistributedRBD(_rbd(model), scheme=scheme)
+        for t in range(STEPS):
+            x, y = _batch(t, rank)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        out[scheme] = {"weights": _weights(model), "in_sync": opt.in_sync(), "bytes_total": opt.bytes_total,
+                       "bytes_per_step": opt.bytes_per_step, "steps": opt.steps,
+                       "cosine": opt.optimizer.last_cosine}
+    return out
+
+
+def _error(fn) -> str | None:
+    try:
+        fn()
+    except (RuntimeError, FloatingPointError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def worker_agreement(rank, world_size):
+    out = {"seed": _error(lambda: DistributedRBD(_rbd(_model(), seed=rank), scheme="shared")),
+           "weights": _error(lambda: DistributedRBD(_rbd(_model(seed=rank)), scheme="independent"))}
+    model = _model(seed=rank)
+    DistributedRBD(_rbd(model), sync_weights=True)  # copies rank 0's weights, so the check passes
+    out["synced"] = _weights(model)
+    for scheme in ("shared", "independent"):
+        for policy in ("skip", "raise"):
+            model = _model()
+            opt = DistributedRBD(_rbd(model, nonfinite=policy), scheme=scheme)
+            before = _weights(model)
+            x, y = _batch(0, rank)
+            loss = F.cross_entropy(model(x), y)
+            (loss * float("nan") if rank == 1 else loss).backward()  # only rank 1 sees NaN
+            error = _error(opt.step)
+            unchanged = all(torch.equal(a, b) for a, b in zip(before, _weights(model), strict=True))
+            out[scheme, policy] = {"error": error, "skipped": opt.optimizer.skipped, "steps": opt.steps,
+                                   "unchanged": unchanged}
+    return out
+
+
+def _failing_step(opt):
+    start = time.monotonic()
+    try:
+        opt.step()
+    except Exception as error:
+        return time.monotonic() - start, f"{type(error).__name__}: {error}"
+    return time.monotonic() - start, None
+
+
+def worker_stalls_then_dies(rank, world_size, timeout):
+    """Rank 1 stops answering (sleeps) for timeout + 3 s, then dies (os._exit); rank 0 times both failures."""
+    short = dist.new_group(timeout=datetime.timedelta(seconds=timeout))
+    model = _model()
+    stalled = DistributedRBD(_rbd(model), scheme="independent", group=short)
+    dying = DistributedRBD(_rbd(model), scheme="shared")  # on the world group (launch's timeout, 60 s)
+    for t in range(2):
+        x, y = _batch(t, rank)
+        F.cross_entropy(model(x), y).backward()
+        stalled.step()
+        stalled.zero_grad()
+    x, y = _batch(2, rank)
+    F.cross_entropy(model(x), y).backward()
+    if rank == 1:
+        time.sleep(timeout + 3)
+        os._exit(3)  # dies without a word, mid-training
+    return {"stalled": _failing_step(stalled), "dead": _failing_step(dying)}
+
+
+# ---------------------------------------------------------------------------------------- tests
+
+
+def worker_all(rank, world_size):
+    return {"train": worker_train(rank, world_size), "agreement": worker_agreement(rank, world_size)}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return launch(worker_all, 2, timeout=60)  # one launch: starting processes is the slow part
+
+
+@pytest.fixture(scope="module")
+def trained(runs):
+    return [r["train"] for r in runs]
+
+
+def test_shared_equals_single_process_on_the_concatenated_batch(trained):
+    model = _model()
+    opt = _rbd(model)
+    for t in range(STEPS):
+        x, y = zip(*(_batch(t, r) for r in range(2)), strict=True)
+        # equal batch sizes: the mean loss over the concatenation has the mean of the two gradients
+        F.cross_entropy(model(torch.cat(x)), torch.cat(y)).backward()
+        opt.step()
+        opt.zero_grad()
+    for rank in range(2):
+        for got, want in zip(trained[rank]["shared"]["weights"], _weights(model), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_independent_equals_a_simulation_of_two_workers(trained):
+    model = _model()
+    opt = _rbd(model)
+    for t in range(STEPS):
+        coords = []
+        for w in range(2):
+            x, y = _batch(t, w)
+            F.cross_entropy(model(x), y).backward()
+            coords.append(opt.coordinates(opt.gradient(), worker=w))
+            opt.zero_grad()
+        for w in range(2):
+            opt.apply(coords[w], worker=w, weight=1 / 2)
+        opt.steps += 1
+    for rank in range(2):
+        for got, want in zip(trained[rank]["independent"]["weights"], _weights(model), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["shared", "independent"])
+def test_ranks_end_bit_identical_and_count_bytes(trained, scheme):
+    a, b = trained[0][scheme], trained[1][scheme]
+    assert a["in_sync"] and b["in_sync"] and a["steps"] == STEPS
+    assert 0 < a["cosine"] <= 1 and 0 < b["cosine"] <= 1
+    assert all(torch.equal(x, y) for x, y in zip(a["weights"], b["weights"], strict=True))
+    coords = 6 + 6  # two compartments of dim 6
+    copies = 1 if scheme == "shared" else 2
+    assert a["bytes_per_step"] == 4 * (coords + 1 + 4) * copies  # + non-finite flag + 4 has-grad words
+    assert a["bytes_total"] == STEPS * a["bytes_per_step"]
+
+
+@pytest.fixture(scope="module")
+def agreement(runs):
+    return [r["agreement"] for r in runs]
+
+
+def test_mismatched_seed_or_weights_fail_fast_naming_the_rank(agreement):
+    for rank in range(2):  # every rank raises the same error: none waits on the others
+        assert "rank 1 differs from rank 0 in: seed (1 vs 0)" in agreement[rank]["seed"]
+        assert "rank 1 differs from rank 0 in: initial weights" in agreement[rank]["weights"]
+    assert all(torch.equal(x, y) for x, y in zip(agreement[0]["synced"], agreement[1]["synced"], strict=True))
+
+
+@pytest.mark.parametrize("scheme", ["shared", "independent"])
+def test_a_nonfinite_gradient_on_one_rank_stops_every_rank(agreement, scheme):
+    for rank in range(2):
+        skip, stop = agreement[rank][scheme, "skip"], agreement[rank][scheme, "raise"]
+        assert skip == {"error": None, "skipped": 1, "steps": 0, "unchanged": True}
+        assert stop["unchanged"] and stop["steps"] == 0
+        assert stop["error"].startswith("FloatingPointError: rank(s) [1] have a gradient holding NaN")
+
+
+def test_a_stalled_or_dead_worker_is_an_error_not_a_hang():
+    timeout = 5
+    with pytest.raises(LaunchError) as info:
+        launch(worker_stalls_then_dies, 2, timeout, timeout=60, join_timeout=120)
+    assert "exited with code 3" in info.value.failures[1]
+    waited, error = info.value.results[0]["stalled"]  # rank 0 got on with its other work
+    assert error is not None and timeout - 1 <= waited <= timeout + 5, (waited, error)
+    waited, error = info.value.results[0]["dead"]  # the peer's exit is noticed, long before 60 s
+    assert error is not None and waited <= timeout + 5, (waited, error)
+    print(f"stalled peer: error after {info.value.results[0]['stalled'][0]:.1f} s (timeout {timeout} s); "
+          f"dead peer: error after {waited:.1f} s: {error.splitlines()[0][:120]}")
+
+
+def test_bytes_per_step_fc_network_against_ddp():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 10))
+    opt = rbdlib.RBD(model.parameters(), lr=0.5, dim=250)
+    assert opt.size == 101_770
+    for scheme, world_size, coord_bytes in [("shared", 2, 1000), ("independent", 2, 2000),
+                                            ("independent", 8, 8000)]:
+        c = communication(opt, world_size, scheme)
+        assert c["coord_bytes_per_step"] == coord_bytes and c["ddp_bytes_per_step"] == 407_080
+        print(f"FC D=101,770 d=250 {scheme} W={world_size}: {c['bytes_per_step']:,} B/step "
+              f"({c['coord_bytes_per_step']:,} B coordinates) vs DDP {c['ddp_bytes_per_step']:,} B/step")
+
+
+def test_clear_errors_without_a_process_group():
+    opt = _rbd(_model())
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        communication(opt, 2, "ring")
+    if not dist.is_initialized():
+        with pytest.raises(RuntimeError, match="not initialized"):
+            DistributedRBD(opt)
+
+
+@pytest.mark.parametrize("scheme", ["shared", "independent"])
+def test_one_process_is_plain_rbd(scheme, tmp_path):
+    """World size 1, in this process: the same weights bit for bit, and the same cosine diagnostic."""
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model, reference = _model(), _model()
+        opt, plain = DistributedRBD(_rbd(model), scheme=scheme), _rbd(reference)
+        for t in range(2):
+            for m, o in ((model, opt), (reference, plain)):
+                F.cross_entropy(m(_batch(t, 0)[0]), _batch(t, 0)[1]).backward()
+                o.step()
+                o.zero_grad()
+        assert all(torch.equal(a, b) for a, b in zip(_weights(model), _weights(reference), strict=True))
+        assert opt.optimizer.last_cosine == pytest.approx(plain.last_cosine, rel=1e-3)
+        assert opt.bytes_total == 2 * 4 * (12 + 1 + 4)
+    finally:
+        dist.destroy_process_group()
