@@ -82,7 +82,8 @@ for dist in ("normal", "uniform", "rademacher"):
     c_cpu, c_gpu = b.project(g), b.project(g.to(dev)).cpu()
     e_cpu, e_gpu = b.expand(c_cpu), b.expand(c_cpu.to(dev)).cpu()
     rel = lambda a, b: float((a - b).norm() / b.norm())
-    print(f"{dist:10s} rows identical={torch.equal(cpu_rows, gpu_rows)} max|diff|={float((cpu_rows - gpu_rows).abs().max()):.2e}"
+    diff = float((cpu_rows - gpu_rows).abs().max())
+    print(f"{dist:10s} rows identical={torch.equal(cpu_rows, gpu_rows)} max|diff|={diff:.2e}"
           f" project rel={rel(c_gpu, c_cpu):.2e} expand rel={rel(e_gpu, e_cpu):.2e}")
 for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
     g = torch.randn(size, device=dev)
@@ -102,7 +103,8 @@ for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
             torch.cuda.synchronize()
             sec = (time.perf_counter() - start) / 5
             peak = torch.cuda.max_memory_allocated() / 2**20
-            print(f"size={size:>10,} dim={dim:>5} {dist:11s} {sec*1e3:9.2f} ms  {size*dim/sec:.3g} entries/s  peak {peak:.0f} MiB")
+            print(f"size={size:>10,} dim={dim:>5} {dist:11s} {sec*1e3:9.2f} ms  {size*dim/sec:.3g} entries/s"
+                  f"  peak {peak:.0f} MiB")
         except torch.OutOfMemoryError:
             print(f"size={size:>10,} dim={dim:>5} {dist:11s} out of memory")
         torch.cuda.empty_cache()

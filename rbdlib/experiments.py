@@ -34,7 +34,7 @@ import torch
 from . import data as datasets
 from . import models
 from .optim import FPD, NES, RBD
-from .train import History, evaluate, train
+from .train import evaluate, train
 
 # Table 1 of the paper (validation accuracy, %) and the learning rates of the reference code.
 PAPER = {

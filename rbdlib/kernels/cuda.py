@@ -205,7 +205,7 @@ def available() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _module(device_index: int):
     import cupy
 
