@@ -3,6 +3,7 @@
     rbdlib-experiment fc-fmnist --methods sgd fpd rbd --epochs 3 --out results/fc-fmnist
     rbdlib-experiment fc-fmnist --methods rbd rbd:distribution=rademacher rbd:compartments=layer
     python -m rbdlib.experiments cnn-fmnist --methods rbd --smoke
+    torchrun --nproc-per-node 2 -m rbdlib.experiments fc-fmnist --methods rbd --scheme independent
 
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
 ``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25``.
@@ -14,6 +15,10 @@ per evaluation), ``table.md`` (final validation accuracy, mean +- std over seeds
 ``_runs/``; running the same command again resumes from the last completed epoch, and every file is
 written atomically. Each epoch's shuffling and augmentation are seeded by (seed, epoch), so a resumed
 run gives the same numbers as an uninterrupted one.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) RBD and FPD run data-parallel with shared seeds
+(:class:`rbdlib.distributed.DistributedRBD`): each rank shuffles with its own seed, the ranks exchange only
+coordinates, and rank 0 writes the results. An epoch then counts the batches of one rank.
 """
 
 from __future__ import annotations
@@ -121,6 +126,14 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, run_dir: Pa
     method, options = parse_method(spec)
     model = models.build(config["model"], ds, seed=seed)
     opt = make_optimizer(method, options, model, config, args)
+    rank = 0
+    if args.world_size > 1:
+        from .distributed import DistributedRBD
+
+        if not isinstance(opt, RBD):
+            raise ValueError(f"only rbd and fpd run distributed (shared seeds); got {method!r}")
+        opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True)
+        rank = opt.rank
     augment = None if args.no_augment else (datasets.augment_cifar if config["dataset"] == "cifar10"
                                             else datasets.augment_mnist)
     ckpt, records, done = run_dir / "checkpoint.pt", [], 0
@@ -133,23 +146,25 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, run_dir: Pa
     seconds = records[-1]["seconds"] if records else 0.0
     for epoch in range(done, args.epochs):
         history = train(model, opt, ds, epochs=1, batch_size=args.batch_size, augment=augment,
-                        seed=seed * 100_003 + epoch, device=args.device, progress=args.progress,
+                        seed=(seed * 100_003 + epoch) * 1_009 + rank, device=args.device, progress=args.progress,
                         max_steps=args.max_steps)
         rec = dict(history.last, epoch=epoch + 1, step=steps + history.last["step"],
                    seconds=round(seconds + history.last["seconds"], 3))
         steps, seconds = rec["step"], rec["seconds"]
         records.append(rec)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "records": records,
-                    "epochs": epoch + 1}, buffer)
-        _atomic_write(ckpt, buffer.getvalue())
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "records": records,
+                        "epochs": epoch + 1}, buffer)
+            _atomic_write(ckpt, buffer.getvalue())
         print(f"  {name} {spec} seed={seed} epoch {epoch + 1}/{args.epochs}: val_acc={rec['val_acc']:.4f} "
               f"({rec['seconds']:.0f} s)", flush=True)
         if history.config.get("diverged"):
             break
     test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y) if args.test else (None, None)
-    coords = getattr(opt, "num_coords", None) or (opt.dim if isinstance(opt, NES) else None)
+    inner = getattr(opt, "optimizer", opt)
+    coords = getattr(inner, "num_coords", None) or (inner.dim if isinstance(inner, NES) else None)
     return dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
                 records=records, test_acc=test_acc)
 
@@ -231,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
     p.add_argument("--progress", action="store_true", default=None)
+    p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
+                   help="under torchrun: shared bases or independent bases per worker")
     return p
 
 
@@ -242,6 +259,11 @@ def main(argv=None) -> dict:
         parse_method(spec)  # fail before any training on a bad method
     if args.smoke:
         args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
+    args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.world_size > 1:
+        from .distributed import init
+
+        init()
     ds = datasets.load_dataset(config["dataset"], root=args.data_root)
     if args.smoke:
         ds = _smoke(ds)
@@ -252,7 +274,10 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             run_dir = out / "_runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '-')}_seed{seed}"
             runs.append(run_one(args.config, spec, seed, ds, config, args, run_dir))
-            write_results(out, args.config, runs, config, command)
+            if int(os.environ.get("RANK", "0")) == 0:
+                write_results(out, args.config, runs, config, command)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {"out": str(out), "runs": runs}
     print(f"wrote {out}/table.md, results.json, results.csv, accuracy.png in {time.time() - started:.0f} s")
     print((out / "table.md").read_text())
     return {"out": str(out), "runs": runs}

@@ -60,3 +60,19 @@ def test_bad_method_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="bad option"):
         experiments.parse_method("rbd:colour=blue")
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_runs_distributed_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    from rbdlib.distributed import free_port
+
+    out = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(free_port()), "-m", "rbdlib.experiments", "fc-fmnist", "--methods", "rbd",
+           "--smoke", "--epochs", "1", "--scheme", "independent", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.load(open(out / "results.json"))["runs"]
+    assert runs[0]["coords"] == 20 and len(runs[0]["records"]) == 1
