@@ -177,7 +177,7 @@ def plot_compartment_layout(layouts: dict, params: dict, title: str = "which par
     sizes = list(params.values())
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(layouts) + 1.2))
     colors = plt.get_cmap("tab20").colors
-    for row, (label, layout) in enumerate(layouts.items()):
+    for row, layout in enumerate(layouts.values()):
         for k, compartment in enumerate(layout):
             for i, a, b in compartment:
                 ax.add_patch(Rectangle((i + a / sizes[i], -row - 0.4), (b - a) / sizes[i], 0.8,
@@ -193,7 +193,8 @@ def plot_compartment_layout(layouts: dict, params: dict, title: str = "which par
     return fig
 
 
-def plot_compartment_cosines(labels, measured, predicted, coords, title: str = "how much of the gradient one step captures"):
+def plot_compartment_cosines(labels, measured, predicted, coords,
+                             title: str = "how much of the gradient one step captures"):
     """Bars of the measured cosine between the RBD step and the gradient, with the prediction as a dot.
 
     >>> fig = plot_compartment_cosines(["a", "b"], [0.05, 0.1], [0.049, 0.11], [250, 500])
