@@ -2,6 +2,7 @@
 
     python -m rbdlib.bench bases            # CPU table: throughput and peak memory
     python -m rbdlib.bench bases --quick    # smaller sizes, for a first look
+    python -m rbdlib.bench step             # one training step on the paper's FC network: SGD vs RBD
     python -m rbdlib.bench --gpu            # on a CUDA machine: CPU/GPU agreement and GPU timings
 
 Throughput counts basis entries (dim x size) per second of one project + expand pair.
@@ -119,10 +120,39 @@ for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
 """
 
 
+def step_table(repeats: int) -> str:
+    """Median wall time of one training step (forward, backward, optimizer) on FC-Fashion-MNIST shapes."""
+    import statistics
+    import time
+
+    import torch
+
+    from . import RBD, models
+
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    rows = ["| optimizer | ms per step | vs SGD |", "|---|---:|---:|"]
+    base = None
+    for name in ("torch.optim.SGD", "RBD normal d=250", "RBD uniform d=250", "RBD rademacher d=250"):
+        model = models.fc(seed=0)
+        opt = (torch.optim.SGD(model.parameters(), lr=0.25) if name.startswith("torch")
+               else RBD(model.parameters(), lr=0.5, dim=250, distribution=name.split()[1]))
+        times = []
+        for _ in range(repeats + 3):
+            start = time.perf_counter()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            times.append(time.perf_counter() - start)
+        ms = 1e3 * statistics.median(times[3:])  # the first steps compile or load the kernels
+        base = base or ms
+        rows.append(f"| {name} | {ms:.1f} | {ms / base:.0f}x |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbdlib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="bases", choices=["bases"])
+    parser.add_argument("what", nargs="?", default="bases", choices=["bases", "step"])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gpu", action="store_true", help="check and time the CUDA kernels instead")
@@ -130,9 +160,14 @@ def main(argv=None) -> None:
     if args.gpu:
         exec(compile(_GPU, "rbdlib-bench-gpu", "exec"), {})
         return
-    cases = [(20_000, 50)] if args.quick else [(101_770, 250), (1_000_000, 1_000)]
     import torch
 
+    if args.what == "step":
+        print(f"one step on the paper's FC network (D = 101,770), batch 32, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads; median of {args.repeats}")
+        print(step_table(args.repeats))
+        return
+    cases = [(20_000, 50)] if args.quick else [(101_770, 250), (1_000_000, 1_000)]
     print(f"rbdlib bases benchmark, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"median of {args.repeats}")
     print(bases_table(cases, args.repeats))
