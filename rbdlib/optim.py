@@ -56,7 +56,7 @@ class RBD(torch.optim.Optimizer):
         record: keep every step's coordinates for :func:`replay`.
 
     After ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient
-    (sum_k |c_k|^2 / (|delta| |g|), so it costs nothing extra) and ``last_coords`` the coordinates.
+    (two O(D) dot products, nothing next to the bases) and ``last_coords`` the coordinates.
 
     >>> model = torch.nn.Linear(3, 2)
     >>> opt = RBD(model.parameters(), lr=0.1, dim=4, compartments="tensor")
@@ -192,23 +192,20 @@ class RBD(torch.optim.Optimizer):
 
     def finish(self, coords, grads, deltas, frozen=()) -> None:
         """Book-keeping after an update: diagnostics, the coordinate log, the step counter."""
-        lrs = [g["lr"] for g in self.param_groups]
-        if not frozen and len(set(lrs)) == 1:
-            along = sum(float(c.double().square().sum()) for c in coords)  # <delta, g> = sum_k |c_k|^2
-            norm_d = math.sqrt(sum(float(d.double().square().sum()) for d in deltas))
-        else:  # the applied step: frozen parameters stay, groups move by their own lr
-            top = max(lrs)
-            along = sq = 0.0
-            for compartment, delta, g in zip(self.layout, deltas, grads):
-                at = 0
-                for i, a, b in compartment:
-                    if i not in frozen:
-                        w = self.param_groups[self._group_of[i]]["lr"] / top if top > 0 else 1.0
-                        d = delta[at:at + b - a].double()
-                        along += w * float(d @ g[at:at + b - a].double())
-                        sq += w * w * float(d @ d)
-                    at += b - a
-            norm_d = math.sqrt(sq)
+        # cosine between the step actually applied (frozen parameters stay, groups move by their own lr)
+        # and the gradient: O(D) dot products, negligible next to generating the bases
+        top = max(g["lr"] for g in self.param_groups)
+        along = sq = 0.0
+        for compartment, delta, g in zip(self.layout, deltas, grads):
+            at = 0
+            for i, a, b in compartment:
+                if i not in frozen:
+                    w = self.param_groups[self._group_of[i]]["lr"] / top if top > 0 else 1.0
+                    d = delta[at:at + b - a].double()
+                    along += w * float(d @ g[at:at + b - a].double())
+                    sq += w * w * float(d @ d)
+                at += b - a
+        norm_d = math.sqrt(sq)
         norm_g = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
         self.last_cosine = along / (norm_d * norm_g) if norm_d > 0 and norm_g > 0 else float("nan")
         self.last_coords = coords
