@@ -2,7 +2,7 @@
 # The commands that produced results/ on the 2-core CPU machine (budgets in results/README.md).
 set -euo pipefail
 X="${PYTHON:-.venv/bin/python} -m rbdlib.experiments"
-$X fc-fmnist --methods sgd fpd rbd --epochs 2 --out results/fc-fmnist
+$X fc-fmnist --methods sgd fpd rbd --epochs 5 --out results/fc-fmnist
 $X fc-fmnist --methods nes --epochs 1 --out results/fc-fmnist-nes
 $X fc-fmnist --methods rbd:distribution=rademacher rbd:distribution=uniform rbd:distribution=normal \
    --epochs 1 --out results/fc-fmnist-distributions
