@@ -138,6 +138,39 @@ def fill(buf, dist, block0, nblocks, i, k, t, k0, k1, signs):
             buf[4 * b], buf[4 * b + 1], buf[4 * b + 2], buf[4 * b + 3] = r0 * c0, r0 * s0, r1 * c1, r1 * s1
 
 
+@njit(**_jit)
+def _sign_sums(g, j0, n, table):
+    """For each byte-group of 8 elements of g[j0:j0+n] (zeros past n), all 256 signed sums:
+    table[256 m + v] = sum_e s_e(v) g[j0 + 8m + e], s_e(v) = +1 where bit e of v is set, else -1.
+
+    Then <z, g> over the tile is one lookup per byte of Philox output instead of 8 multiply-adds, and the
+    table (built by doubling, 255 adds per group) serves every direction of the task.
+    """
+    for m in range(TILE // 8):
+        src = np.zeros(8, np.float32)
+        for e in range(min(8, max(0, n - 8 * m))):
+            src[e] = g[j0 + 8 * m + e]
+        row = table[256 * m: 256 * m + 256]
+        row[0] = -(((src[0] + src[1]) + (src[2] + src[3])) + ((src[4] + src[5]) + (src[6] + src[7])))
+        for e in range(8):  # entries with bit e set = the same entries without it + 2 g_e
+            half = 1 << e
+            two = _TWO * src[e]
+            for v in range(half):
+                row[half + v] = row[v] + two
+
+
+@njit(**_jit)
+def _rademacher_dot(table, block0, nblocks, i, k, t, k0, k1):
+    """<z_i, g> over one tile from the signed-sum table: a lookup per byte, summed in order."""
+    acc = 0.0
+    for b in range(nblocks):
+        w0, w1, w2, w3 = philox(_U(block0 + b), _U(i), _U(k), _U(t), k0, k1)
+        for q in range(16):
+            word = w0 if q < 4 else w1 if q < 8 else w2 if q < 12 else w3
+            acc += table[256 * (16 * b + q) + np.int64((word >> _U(8 * (q & 3))) & _U(255))]
+    return acc
+
+
 @njit(fastmath={"reassoc", "contract"}, **_jit)
 def _dot(buf, g, j0, n):
     """Sum of one tile in float32 SIMD lanes (the order is fixed per machine by the compiler)."""
@@ -159,6 +192,16 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     partial = np.empty((dim, ntiles), np.float64)
     signs = sign_table()
     ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
+    if dist == RADEMACHER:  # one task per tile: its signed-sum table serves all directions
+        for tile in prange(ntiles):
+            j0 = tile * TILE
+            n = min(TILE, size - j0)
+            table = np.empty(TILE // 8 * 256, np.float32)
+            _sign_sums(g, j0, n, table)
+            for i in range(dim):
+                partial[i, tile] = _rademacher_dot(table, j0 // 128, (n + 127) // 128, offset + i, compartment,
+                                                   step, seed0, seed1)
+        ntasks = 0
     for worker in prange(min(ntasks, WORKERS)):  # one scratch tile per worker, not per task
         buf = np.empty(TILE, np.float32)
         for task in range(worker, ntasks, WORKERS):
