@@ -146,10 +146,10 @@ def _sign_sums(g, j0, n, table):
     Then <z, g> over the tile is one lookup per byte of Philox output instead of 8 multiply-adds, and the
     table (built by doubling, 255 adds per group) serves every direction of the task.
     """
+    src = np.empty(8, np.float32)
     for m in range(TILE // 8):
-        src = np.zeros(8, np.float32)
-        for e in range(min(8, max(0, n - 8 * m))):
-            src[e] = g[j0 + 8 * m + e]
+        for e in range(8):
+            src[e] = g[j0 + 8 * m + e] if 8 * m + e < n else _F(0)
         row = table[256 * m: 256 * m + 256]
         row[0] = -(((src[0] + src[1]) + (src[2] + src[3])) + ((src[4] + src[5]) + (src[6] + src[7])))
         for e in range(8):  # entries with bit e set = the same entries without it + 2 g_e
@@ -190,8 +190,6 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     ntiles = (size + TILE - 1) // TILE
     nchunks = (dim + CHUNK - 1) // CHUNK
     partial = np.empty((dim, ntiles), np.float64)
-    signs = sign_table()
-    ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
     if dist == RADEMACHER:  # one task per tile: its signed-sum table serves all directions
         for tile in prange(ntiles):
             j0 = tile * TILE
@@ -201,16 +199,19 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
             for i in range(dim):
                 partial[i, tile] = _rademacher_dot(table, j0 // 128, (n + 127) // 128, offset + i, compartment,
                                                    step, seed0, seed1)
-        ntasks = 0
-    for worker in prange(min(ntasks, WORKERS)):  # one scratch tile per worker, not per task
-        buf = np.empty(TILE, np.float32)
-        for task in range(worker, ntasks, WORKERS):
-            tile, chunk = task % ntiles, task // ntiles
-            j0 = tile * TILE
-            n = min(TILE, size - j0)
-            for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
-                fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1, signs)
-                partial[i, tile] = _dot(buf, g, j0, n)
+    else:
+        signs = sign_table()  # unused by normal and uniform fills; fill takes it for one signature
+        ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
+        for worker in prange(min(ntasks, WORKERS)):  # one scratch tile per worker, not per task
+            buf = np.empty(TILE, np.float32)
+            for task in range(worker, ntasks, WORKERS):
+                tile, chunk = task % ntiles, task // ntiles
+                j0 = tile * TILE
+                n = min(TILE, size - j0)
+                for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
+                    fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1,
+                         signs)
+                    partial[i, tile] = _dot(buf, g, j0, n)
     for i in prange(dim):
         acc = 0.0
         for tile in range(ntiles):
