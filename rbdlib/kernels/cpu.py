@@ -8,9 +8,15 @@ elements that lives in L1 cache; no ``dim x size`` matrix ever exists. Extra mem
 ``size`` floats for the output plus ``dim x ceil(size / TILE)`` float64 partial sums.
 
 The reduction order is fixed by the tiling, not by the thread count or the work split:
-``project`` sums each tile (vectorized, in an order the compiler fixes for this machine) and
-then adds the tile sums in tile order; ``expand`` adds directions in index order for each
-element. So results are bit-identical for any number of threads on the same machine.
+``project`` sums each tile (vectorized, in an order the compiler fixes for this machine; for
+Rademacher in 32 explicit lanes) and then adds the tile sums in tile order; ``expand`` adds
+directions in index order for each element. So results are bit-identical for any number of
+threads on the same machine.
+
+Rademacher signs are never written out as floats: a direction's tile is 64 Philox words, and
+element e takes the sign of bit e % 32 of word e // 32 as +-1 times a float (exact), in SIMD
+lanes. Integer-to-float conversions go through int32 because AVX2 has no int64 conversion,
+which would keep the transforms scalar.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def philox(c0, c1, c2, c3, k0, k1):
 
 @njit(inline="always", **_jit)
 def _uniform(w):
-    return _F(np.int64(w >> _S8) * 2 + 1 - (1 << 24)) * _P24
+    return _F(np.int32(np.int64(w >> _S8) * 2 + 1 - (1 << 24))) * _P24
 
 
 @njit(inline="always", **_jit)
@@ -67,10 +73,10 @@ def _radius(w):
         small = n < (1 << (24 - s))
         n = (n << s) if small else n
         shift = shift + s if small else shift
-    m = _F(n) * _P23
+    m = _F(np.int32(n)) * _P23
     big = m > _SQRT2
     m = m * _HALF if big else m
-    e = _F((1 if big else 0) - 1 - shift)
+    e = _F(np.int32((1 if big else 0) - 1 - shift))
     f = m - _ONE
     s = f / (_TWO + f)
     z = s * s
@@ -84,46 +90,43 @@ def _sincos(w):
     k = np.int64(w >> _S8)
     quadrant, r = k >> 22, k & ((1 << 22) - 1)
     upper = r > (1 << 21)
-    x = _F((1 << 22) - r if upper else r) * _P22 * _HALF_PI
+    x = _F(np.int32((1 << 22) - r if upper else r)) * _P22 * _HALF_PI
     z = x * x
     s = x * ((((_S9 * z + _S7) * z + _S5) * z + _S3) * z + _ONE)
     c = ((((_C10 * z + _C8) * z + _C6) * z + _C4) * z + _C2) * z + _ONE
     s, c = (c, s) if upper else (s, c)
     # rotate by quadrant * pi/2 with selects and exact sign flips (branch-free, so it vectorizes)
     odd = (quadrant & 1) == 1
-    sin_sign = _F(1 - 2 * (quadrant >> 1))
-    cos_sign = _F(1 - 2 * ((quadrant ^ (quadrant >> 1)) & 1))
+    sin_sign = _F(np.int32(1 - 2 * (quadrant >> 1)))
+    cos_sign = _F(np.int32(1 - 2 * ((quadrant ^ (quadrant >> 1)) & 1)))
     return (c if odd else s) * sin_sign, (s if odd else c) * cos_sign
 
 
-@njit(**_jit)
-def sign_table():
-    """+-1 for each bit of each byte value: row v holds the signs of bits 0..7 of v (+1 where set)."""
-    signs = np.empty((256, 8), np.float32)
-    for v in range(256):
-        for e in range(8):
-            signs[v, e] = _ONE if (v >> e) & 1 else -_ONE
-    return signs
+@njit(inline="always", **_jit)
+def _sign(word, e):
+    """+1.0 where bit e of word is set, else -1.0 (integer arithmetic, so it stays in SIMD lanes)."""
+    return _F(np.int32(((word >> e) & 1) * 2 - 1))
+
+
+@njit(inline="always", **_jit)
+def _words(bits, block0, nblocks, i, k, t, k0, k1):
+    """Rademacher: the 4 Philox words of each block (128 signs, bit e of word q = element 32 q + e) into bits."""
+    for b in range(nblocks):
+        w0, w1, w2, w3 = philox(_U(block0 + b), _U(i), _U(k), _U(t), k0, k1)
+        bits[4 * b], bits[4 * b + 1], bits[4 * b + 2], bits[4 * b + 3] = w0, w1, w2, w3
 
 
 @njit(**_jit)
-def fill(buf, dist, block0, nblocks, i, k, t, k0, k1, signs):
-    """Unscaled elements of blocks block0 .. block0+nblocks-1 of direction i into buf (float32).
-
-    Rademacher elements are copied 8 at a time from ``signs`` (a row per byte of a Philox word),
-    which vectorizes far better than extracting the bits one by one.
-    """
+def fill(buf, dist, block0, nblocks, i, k, t, k0, k1):
+    """Unscaled elements of blocks block0 .. block0+nblocks-1 of direction i into buf (float32)."""
     i, k, t = _U(i), _U(k), _U(t)
     if dist == RADEMACHER:
         for b in range(nblocks):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
             for q, word in enumerate((w0, w1, w2, w3)):
-                for byte in range(4):
-                    row = signs[(word >> _U(8 * byte)) & _U(255)]
-                    at = 128 * b + 32 * q + 8 * byte
-                    dst = buf[at:at + 8]
-                    for e in range(8):
-                        dst[e] = row[e]
+                word = np.int64(word)
+                for e in range(32):
+                    buf[128 * b + 32 * q + e] = _sign(word, e)
     elif dist == UNIFORM:
         for b in range(nblocks):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
@@ -139,35 +142,23 @@ def fill(buf, dist, block0, nblocks, i, k, t, k0, k1, signs):
 
 
 @njit(**_jit)
-def _sign_sums(g, j0, n, table):
-    """For each byte-group of 8 elements of g[j0:j0+n] (zeros past n), all 256 signed sums:
-    table[256 m + v] = sum_e s_e(v) g[j0 + 8m + e], s_e(v) = +1 where bit e of v is set, else -1.
-
-    Then <z, g> over the tile is one lookup per byte of Philox output instead of 8 multiply-adds, and the
-    table (built by doubling, 255 adds per group) serves every direction of the task.
-    """
-    src = np.empty(8, np.float32)
-    for m in range(TILE // 8):
-        for e in range(8):
-            src[e] = g[j0 + 8 * m + e] if 8 * m + e < n else _F(0)
-        row = table[256 * m: 256 * m + 256]
-        row[0] = -(((src[0] + src[1]) + (src[2] + src[3])) + ((src[4] + src[5]) + (src[6] + src[7])))
-        for e in range(8):  # entries with bit e set = the same entries without it + 2 g_e
-            half = 1 << e
-            two = _TWO * src[e]
-            for v in range(half):
-                row[half + v] = row[v] + two
-
-
-@njit(**_jit)
-def _rademacher_dot(table, block0, nblocks, i, k, t, k0, k1):
-    """<z_i, g> over one tile from the signed-sum table: a lookup per byte, summed in order."""
+def _signed_dot(bits, g, j0, n, lanes):
+    """sum_e s_e g[j0 + e] over one tile, s_e = +-1 from bit e of bits: exact sign flips added into
+    32 float32 lanes (lane e takes elements e, e + 32, ...), then the lanes added in order in float64."""
+    tile = g[j0:j0 + n]
+    lanes[:] = 0
+    full = n // 32
+    for w in range(full):
+        word = np.int64(bits[w])
+        for e in range(32):
+            lanes[e] += tile[32 * w + e] * _sign(word, e)
+    if n > 32 * full:  # the last tile's partial word
+        word = np.int64(bits[full])
+        for e in range(n - 32 * full):
+            lanes[e] += tile[32 * full + e] * _sign(word, e)
     acc = 0.0
-    for b in range(nblocks):
-        w0, w1, w2, w3 = philox(_U(block0 + b), _U(i), _U(k), _U(t), k0, k1)
-        for q in range(16):
-            word = w0 if q < 4 else w1 if q < 8 else w2 if q < 12 else w3
-            acc += table[256 * (16 * b + q) + np.int64((word >> _U(8 * (q & 3))) & _U(255))]
+    for e in range(32):
+        acc += lanes[e]
     return acc
 
 
@@ -181,7 +172,6 @@ def _dot(buf, g, j0, n):
     return np.float64(acc)
 
 
-
 @njit(parallel=True, **_jit)
 def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     """out[i] = scale * <z_{offset+i}, g> for i < dim (float64)."""
@@ -189,28 +179,22 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     per = 128 if dist == RADEMACHER else 4
     ntiles = (size + TILE - 1) // TILE
     nchunks = (dim + CHUNK - 1) // CHUNK
+    ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
     partial = np.empty((dim, ntiles), np.float64)
-    if dist == RADEMACHER:  # one task per tile: its signed-sum table serves all directions
-        for tile in prange(ntiles):
+    for worker in prange(min(ntasks, WORKERS)):  # scratch per worker, not per task
+        buf = np.empty(TILE, np.float32)
+        bits = np.empty(TILE // 32, np.uint32)
+        lanes = np.empty(32, np.float32)
+        for task in range(worker, ntasks, WORKERS):
+            tile, chunk = task % ntiles, task // ntiles
             j0 = tile * TILE
             n = min(TILE, size - j0)
-            table = np.empty(TILE // 8 * 256, np.float32)
-            _sign_sums(g, j0, n, table)
-            for i in range(dim):
-                partial[i, tile] = _rademacher_dot(table, j0 // 128, (n + 127) // 128, offset + i, compartment,
-                                                   step, seed0, seed1)
-    else:
-        signs = sign_table()  # unused by normal and uniform fills; fill takes it for one signature
-        ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
-        for worker in prange(min(ntasks, WORKERS)):  # one scratch tile per worker, not per task
-            buf = np.empty(TILE, np.float32)
-            for task in range(worker, ntasks, WORKERS):
-                tile, chunk = task % ntiles, task // ntiles
-                j0 = tile * TILE
-                n = min(TILE, size - j0)
-                for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
-                    fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1,
-                         signs)
+            for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
+                if dist == RADEMACHER:  # signs stay bits: no float tile is written
+                    _words(bits, j0 // 128, (n + 127) // 128, offset + i, compartment, step, seed0, seed1)
+                    partial[i, tile] = _signed_dot(bits, g, j0, n, lanes)
+                else:
+                    fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
                     partial[i, tile] = _dot(buf, g, j0, n)
     for i in prange(dim):
         acc = 0.0
@@ -225,18 +209,26 @@ def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
     dim = c.shape[0]
     per = 128 if dist == RADEMACHER else 4
     ntiles = (size + TILE - 1) // TILE
-    signs = sign_table()
     for tile in prange(ntiles):  # few tasks (one per tile), so scratch is allocated per task
         j0 = tile * TILE
         n = min(TILE, size - j0)
+        nblocks = (n + per - 1) // per
         buf = np.empty(TILE, np.float32)
+        bits = np.empty(TILE // 32, np.uint32)
         acc = np.zeros(TILE, np.float32)  # float32 sums over at most FLUSH directions,
         total = np.zeros(TILE, np.float64)  # then float64 across those groups
         for i in range(dim):
-            fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1, signs)
             ci = np.float32(c[i])
-            for e in range(n):
-                acc[e] += ci * buf[e]
+            if dist == RADEMACHER:  # acc += +-ci for whole words (past n only pads the tile)
+                _words(bits, j0 // 128, nblocks, offset + i, compartment, step, seed0, seed1)
+                for w in range(4 * nblocks):
+                    word = np.int64(bits[w])
+                    for e in range(32):
+                        acc[32 * w + e] += ci * _sign(word, e)
+            else:
+                fill(buf, dist, j0 // per, nblocks, offset + i, compartment, step, seed0, seed1)
+                for e in range(n):
+                    acc[e] += ci * buf[e]
             if (i + 1) % FLUSH == 0 or i == dim - 1:
                 for e in range(n):
                     total[e] += acc[e]
@@ -251,10 +243,9 @@ def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
     """out[r, :] = unscaled direction rows[r] (float32); for teaching and tests."""
     per = 128 if dist == RADEMACHER else 4
     nblocks = (size + per - 1) // per
-    signs = sign_table()
     for r in prange(rows.shape[0]):
         buf = np.empty(nblocks * per, np.float32)
-        fill(buf, dist, 0, nblocks, rows[r], compartment, step, seed0, seed1, signs)
+        fill(buf, dist, 0, nblocks, rows[r], compartment, step, seed0, seed1)
         out[r, :] = buf[:size]
 
 
