@@ -214,20 +214,22 @@ def _module(device_index: int):
 
 
 class _on_torch_stream:
-    """Run CuPy kernels on torch's current stream of a device (stream-ordered, no sync)."""
+    """Run CuPy kernels on torch's current stream of a device (stream-ordered, no sync).
+
+    Entering gives ``launch(kernel, grid, block, args)``, the launcher the functions below take.
+    """
 
     def __init__(self, device: torch.device):
         import cupy
 
         self.device = cupy.cuda.Device(device.index)
-        ptr = torch.cuda.current_stream(device).cuda_stream
-        external = getattr(cupy.cuda.Stream, "from_external", None)
-        self.stream = external(torch.cuda.current_stream(device)) if external else cupy.cuda.ExternalStream(ptr)
+        self.stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream, device.index)
+        self.module = _module(device.index)
 
     def __enter__(self):
         self.device.__enter__()
         self.stream.__enter__()
-        return self
+        return lambda kernel, grid, block, args: self.module.get_function(kernel)(grid, block, args)
 
     def __exit__(self, *exc):
         self.stream.__exit__(*exc)
@@ -240,61 +242,80 @@ def _cp(tensor: torch.Tensor):
     return cupy.from_dlpack(tensor.detach())
 
 
+# Launch plans: each takes a launcher and device arrays (CuPy here; NumPy in the CPU emulation of
+# this source in tests/test_cuda_source.py), so geometry and argument types are tested without a GPU.
+def _grid(n: int) -> int:
+    return (n + THREADS - 1) // THREADS
+
+
 def _units(size: int, dist: int) -> int:
     per = 32 if dist == RADEMACHER else 4
     return (size + per - 1) // per
 
 
-def project(g: torch.Tensor, dim, dist, k0, k1, step, compartment, offset, scale) -> torch.Tensor:
-    ntiles = (g.numel() + TILE - 1) // TILE
+def tiles(size: int) -> int:
+    """Tiles of project: its float64 scratch holds dim x tiles(size) partial sums."""
+    return (size + TILE - 1) // TILE
+
+
+def launch_project(launch, g, partial, out, dim, dist, k0, k1, step, compartment, offset, scale):
+    size, ntiles = g.shape[0], tiles(g.shape[0])
     tile_units = TILE // (32 if dist == RADEMACHER else 4)
-    partial = torch.empty(dim * ntiles, dtype=torch.float64, device=g.device)
+    launch("rbd_project", (ntiles, dim), (THREADS,),
+           (g, np.int64(size), np.int32(dist), np.uint32(k0), np.uint32(k1), np.uint32(step),
+            np.uint32(compartment), np.uint32(offset), np.int32(tile_units), partial, np.int32(ntiles)))
+    launch("rbd_reduce", (_grid(dim),), (THREADS,), (partial, np.int32(dim), np.int32(ntiles), np.float64(scale), out))
+
+
+def launch_expand(launch, c, out, dist, k0, k1, step, compartment, offset, scale):
+    size = out.shape[0]
+    launch("rbd_expand", (_grid(_units(size, dist)),), (THREADS,),
+           (c, np.int32(c.shape[0]), np.int64(size), np.int32(dist), np.uint32(k0), np.uint32(k1),
+            np.uint32(step), np.uint32(compartment), np.uint32(offset), np.float64(scale), out))
+
+
+def launch_materialize(launch, rows, out, dist, k0, k1, step, compartment):
+    nrows, size = out.shape
+    launch("rbd_materialize", (_grid(_units(size, dist)), nrows), (THREADS,),
+           (rows, np.int32(nrows), np.int64(size), np.int32(dist), np.uint32(k0), np.uint32(k1),
+            np.uint32(step), np.uint32(compartment), out))
+
+
+def launch_words(launch, counters, k0, k1, out):
+    n = counters.shape[0]
+    launch("rbd_words", (_grid(n),), (THREADS,), (counters, np.uint32(k0), np.uint32(k1), np.int64(n), out))
+
+
+# torch in, torch out
+def project(g: torch.Tensor, dim, dist, k0, k1, step, compartment, offset, scale) -> torch.Tensor:
+    partial = torch.empty(dim * tiles(g.numel()), dtype=torch.float64, device=g.device)
     out = torch.empty(dim, dtype=torch.float32, device=g.device)
-    with _on_torch_stream(g.device):
-        mod = _module(g.device.index)
-        mod.get_function("rbd_project")(
-            (ntiles, dim), (THREADS,),
-            (_cp(g), np.int64(g.numel()), np.int32(dist), np.uint32(k0), np.uint32(k1), np.uint32(step),
-             np.uint32(compartment), np.uint32(offset), np.int32(tile_units), _cp(partial), np.int32(ntiles)))
-        mod.get_function("rbd_reduce")(
-            ((dim + THREADS - 1) // THREADS,), (THREADS,),
-            (_cp(partial), np.int32(dim), np.int32(ntiles), np.float64(scale), _cp(out)))
+    with _on_torch_stream(g.device) as launch:
+        launch_project(launch, _cp(g), _cp(partial), _cp(out), dim, dist, k0, k1, step, compartment, offset, scale)
     return out
 
 
 def expand(c: torch.Tensor, size, dist, k0, k1, step, compartment, offset, scale) -> torch.Tensor:
     out = torch.empty(size, dtype=torch.float32, device=c.device)
-    units = _units(size, dist)
-    with _on_torch_stream(c.device):
-        _module(c.device.index).get_function("rbd_expand")(
-            ((units + THREADS - 1) // THREADS,), (THREADS,),
-            (_cp(c), np.int32(c.numel()), np.int64(size), np.int32(dist), np.uint32(k0), np.uint32(k1),
-             np.uint32(step), np.uint32(compartment), np.uint32(offset), np.float64(scale), _cp(out)))
+    with _on_torch_stream(c.device) as launch:
+        launch_expand(launch, _cp(c), _cp(out), dist, k0, k1, step, compartment, offset, scale)
     return out
 
 
 def materialize(rows: torch.Tensor, size, dist, k0, k1, step, compartment, device) -> torch.Tensor:
     rows = rows.to(device=device, dtype=torch.int64)
     out = torch.empty((rows.numel(), size), dtype=torch.float32, device=device)
-    units = _units(size, dist)
-    with _on_torch_stream(out.device):
-        _module(out.device.index).get_function("rbd_materialize")(
-            ((units + THREADS - 1) // THREADS, rows.numel()), (THREADS,),
-            (_cp(rows), np.int32(rows.numel()), np.int64(size), np.int32(dist), np.uint32(k0),
-             np.uint32(k1), np.uint32(step), np.uint32(compartment), _cp(out)))
+    with _on_torch_stream(out.device) as launch:
+        launch_materialize(launch, _cp(rows), _cp(out), dist, k0, k1, step, compartment)
     return out
 
 
 def philox_words(counter: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
     """Raw Philox words for uint32-valued counters (n, 4) held in an int64 CUDA tensor."""
-    counters = counter.to(torch.int64).to(torch.int32).contiguous()  # same bits as uint32
-    n = counters.shape[0]
-    out = torch.empty((n, 4), dtype=torch.int32, device=counter.device)
-    with _on_torch_stream(out.device):
-        import cupy
+    import cupy
 
-        _module(out.device.index).get_function("rbd_words")(
-            ((n + THREADS - 1) // THREADS,), (THREADS,),
-            (_cp(counters).view(cupy.uint32), np.uint32(k0), np.uint32(k1), np.int64(n),
-             _cp(out).view(cupy.uint32)))
+    counters = counter.to(torch.int64).to(torch.int32).contiguous()  # same bits as uint32
+    out = torch.empty(counters.shape, dtype=torch.int32, device=counter.device)
+    with _on_torch_stream(out.device) as launch:
+        launch_words(launch, _cp(counters).view(cupy.uint32), k0, k1, _cp(out).view(cupy.uint32))
     return out
