@@ -9,7 +9,9 @@ Throughput counts basis entries (dim x size) per second of one project + expand 
 The baseline is what a straightforward PyTorch implementation does: ``P = torch.randn(dim, size)``
 then ``c = P @ g`` and ``P.T @ c``. Every case runs in a fresh subprocess so that its peak
 resident memory (on Linux the peak RSS after a reset through ``/proc/self/clear_refs``, minus the RSS of
-the warmed-up process) belongs to it alone.
+the warmed-up process) belongs to it alone. Times are given as the median and the best of the
+repeats, and so are the ratios (median over median, best over best): the baseline allocates and
+faults in dim x size floats every time, which makes it the noisier of the two.
 """
 
 from __future__ import annotations
@@ -60,17 +62,17 @@ def run_case(size: int, dim: int, method: str, repeats: int) -> dict:
 
 
 def bases_table(cases, repeats: int) -> str:
-    rows = ["| size | dim | method | ms per project+expand | entries/s | vs baseline | peak extra memory |",
-            "|---:|---:|---|---:|---:|---:|---:|"]
+    rows = ["| size | dim | method | ms per project+expand (median, best) | entries/s | vs baseline (median, best) "
+            "| peak extra memory |", "|---:|---:|---|---:|---:|---:|---:|"]
     for size, dim in cases:
         base = run_case(size, dim, "torch.randn", repeats)
         for method in ("torch.randn", "normal", "uniform", "rademacher"):
             r = base if method == "torch.randn" else run_case(size, dim, method, repeats)
             rate = size * dim / r["seconds"]
-            speed = base["seconds"] / r["seconds"]
             name = "baseline: torch.randn + 2 matvec" if method == "torch.randn" else f"fused {method}"
-            rows.append(f"| {size:,} | {dim:,} | {name} | {r['seconds'] * 1e3:.1f} | {rate:.3g} | "
-                        f"{speed:.1f}x | {r['peak_bytes'] / 2**20:.1f} MiB |")
+            rows.append(f"| {size:,} | {dim:,} | {name} | {r['seconds'] * 1e3:,.1f}, {r['best'] * 1e3:,.1f} | "
+                        f"{rate:.3g} | {base['seconds'] / r['seconds']:.1f}x, {base['best'] / r['best']:.1f}x | "
+                        f"{r['peak_bytes'] / 2**20:,.1f} MiB |")
     return "\n".join(rows)
 
 
