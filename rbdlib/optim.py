@@ -21,6 +21,11 @@ from . import philox as ref
 from .bases import RandomBases, check_distribution, check_index
 
 
+def _check_lr(lr, where: str = ""):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
+        raise ValueError(f"lr must be a non-negative number, got {lr!r}{where}")
+
+
 def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     """Normalise what torch optimizers accept into (param_groups, layers-or-None, names-or-None)."""
     params = list(params)
@@ -67,8 +72,7 @@ class RBD(torch.optim.Optimizer):
     def __init__(self, params, lr: float, dim: int, seed: int = 0, compartments="network", redraw=1,
                  distribution: str = "normal", split_dim: bool = False, scale: float | None = None,
                  nonfinite: str = "raise", record: bool = False):
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
-            raise ValueError(f"lr must be a non-negative number, got {lr!r}")
+        _check_lr(lr)
         dim = check_index("dim", dim, ref.MAX_INDEX)
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -83,8 +87,7 @@ class RBD(torch.optim.Optimizer):
         groups, group_layers, names = _flat_params(params)
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
-            if isinstance(g["lr"], bool) or not isinstance(g["lr"], numbers.Real) or not g["lr"] >= 0:
-                raise ValueError(f"lr must be a non-negative number, got {g['lr']!r} in a parameter group")
+            _check_lr(g["lr"], " in a parameter group")
         flat = [p for g in self.param_groups for p in g["params"]]
         if len({id(p) for p in flat}) != len(flat):
             raise ValueError("a parameter was given more than once")
@@ -301,8 +304,7 @@ class NES(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, dim: int, sigma: float = 0.01, seed: int = 0,
                  distribution: str = "normal"):
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
-            raise ValueError(f"lr must be a non-negative number, got {lr!r}")
+        _check_lr(lr)
         if not isinstance(sigma, numbers.Real) or not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         dim = check_index("dim", dim, ref.MAX_INDEX)
@@ -310,6 +312,10 @@ class NES(torch.optim.Optimizer):
             raise ValueError(f"NES needs a population (dim) of at least 2, got {dim}")
         groups, _, _ = _flat_params(params)
         super().__init__(groups, dict(lr=lr))
+        for g in self.param_groups:
+            _check_lr(g["lr"], " in a parameter group")
+        if len({g["lr"] for g in self.param_groups}) > 1:
+            raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.size = sum(p.numel() for p in self.params)
         self.dim, self.sigma, self.seed = dim, float(sigma), check_index("seed", seed, ref.MAX_SEED)

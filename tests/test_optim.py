@@ -675,6 +675,18 @@ def test_nes_nonfinite_loss_and_failing_closure_leave_parameters():
     assert torch.equal(theta, torch.ones(5)) and opt.steps == 0
 
 
+def test_nes_rejects_bad_or_differing_group_lrs():
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match="one lr for all parameters"):
+        NES([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1, dim=3)
+    with pytest.raises(ValueError, match="in a parameter group"):
+        NES([{"params": [a], "lr": -1.0}], lr=0.1, dim=3)
+    with pytest.raises(ValueError, match="non-negative"):
+        NES([a], lr=float("nan"), dim=3)
+    opt = NES([{"params": [a]}, {"params": [b], "lr": 0.1}], lr=0.1, dim=3)  # equal lrs are fine
+    assert opt.size == 5
+
+
 # ------------------------------------------------------------------------------------ real data
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
