@@ -65,18 +65,26 @@ def _uniform(w):
 
 
 @njit(inline="always", **_jit)
-def _radius(w):
-    """sqrt(-2 log u), u = (top 24 bits + 1) / 2**24; same operations as philox._log_unit."""
-    n = np.int64(w >> _S8) + 1
-    shift = 0
+def _top24(w):
+    """The top 24 bits of a Philox word as an exact float32, so the transforms run in float32 SIMD lanes."""
+    return _F(np.int32(w >> _S8))
+
+
+@njit(inline="always", **_jit)
+def _radius(k):
+    """sqrt(-2 log u), u = (k + 1) / 2**24 for k = _top24(w); same values as philox._log_unit.
+
+    The normalisation scales by powers of two, which is exact, as philox._log_unit's integer shifts are."""
+    n = k + _ONE
+    shift = _F(0)
     for s in (16, 8, 4, 2, 1):
-        small = n < (1 << (24 - s))
-        n = (n << s) if small else n
-        shift = shift + s if small else shift
-    m = _F(np.int32(n)) * _P23
+        small = n < _F(1 << (24 - s))
+        n = n * _F(1 << s) if small else n
+        shift = shift + _F(s) if small else shift
+    m = n * _P23
     big = m > _SQRT2
     m = m * _HALF if big else m
-    e = _F(np.int32((1 if big else 0) - 1 - shift))
+    e = (_ONE if big else _F(0)) - _ONE - shift
     f = m - _ONE
     s = f / (_TWO + f)
     z = s * s
@@ -85,20 +93,21 @@ def _radius(w):
 
 
 @njit(inline="always", **_jit)
-def _sincos(w):
-    """sin and cos of 2 pi k / 2**24, k = top 24 bits; same operations as philox._sincos_turn."""
-    k = np.int64(w >> _S8)
-    quadrant, r = k >> 22, k & ((1 << 22) - 1)
-    upper = r > (1 << 21)
-    x = _F(np.int32((1 << 22) - r if upper else r)) * _P22 * _HALF_PI
+def _sincos(k):
+    """sin and cos of 2 pi k / 2**24 for k = _top24(w); same values as philox._sincos_turn (every step on
+    the integer k is exact in float32)."""
+    quadrant = np.floor(k * _P22)
+    r = k - quadrant * _F(1 << 22)
+    upper = r > _F(1 << 21)
+    x = (_F(1 << 22) - r if upper else r) * _P22 * _HALF_PI
     z = x * x
     s = x * ((((_S9 * z + _S7) * z + _S5) * z + _S3) * z + _ONE)
     c = ((((_C10 * z + _C8) * z + _C6) * z + _C4) * z + _C2) * z + _ONE
     s, c = (c, s) if upper else (s, c)
     # rotate by quadrant * pi/2 with selects and exact sign flips (branch-free, so it vectorizes)
-    odd = (quadrant & 1) == 1
-    sin_sign = _F(np.int32(1 - 2 * (quadrant >> 1)))
-    cos_sign = _F(np.int32(1 - 2 * ((quadrant ^ (quadrant >> 1)) & 1)))
+    odd = quadrant == _ONE or quadrant == _F(3)
+    sin_sign = -_ONE if quadrant >= _TWO else _ONE
+    cos_sign = -_ONE if quadrant == _ONE or quadrant == _TWO else _ONE
     return (c if odd else s) * sin_sign, (s if odd else c) * cos_sign
 
 
@@ -132,13 +141,14 @@ def fill(buf, dist, block0, nblocks, i, k, t, k0, k1):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
             buf[4 * b], buf[4 * b + 1] = _uniform(w0), _uniform(w1)
             buf[4 * b + 2], buf[4 * b + 3] = _uniform(w2), _uniform(w3)
-    else:
+    else:  # two passes, so that the float32 transform is not held to the 64-bit lanes of Philox
         for b in range(nblocks):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
-            r0, r1 = _radius(w0), _radius(w2)
-            s0, c0 = _sincos(w1)
-            s1, c1 = _sincos(w3)
-            buf[4 * b], buf[4 * b + 1], buf[4 * b + 2], buf[4 * b + 3] = r0 * c0, r0 * s0, r1 * c1, r1 * s1
+            buf[4 * b], buf[4 * b + 1], buf[4 * b + 2], buf[4 * b + 3] = _top24(w0), _top24(w1), _top24(w2), _top24(w3)
+        for p in range(2 * nblocks):  # a pair of elements from a pair of words: (radius, angle)
+            r = _radius(buf[2 * p])
+            s, c = _sincos(buf[2 * p + 1])
+            buf[2 * p], buf[2 * p + 1] = r * c, r * s
 
 
 @njit(**_jit)
