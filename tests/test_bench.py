@@ -6,7 +6,7 @@ from rbdlib import bench
 
 
 def test_bases_quick_table(capsys):
-    bench.main(["bases", "--quick", "--repeats", "1"])
+    bench.main(["bases", "--quick", "--repeats", "1", "--rounds", "2"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| 20,000 |")]
     assert [r.split("|")[3].strip() for r in rows] == [
