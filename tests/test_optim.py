@@ -327,12 +327,12 @@ def test_fixed_subspace_adam_state_dict_to_and_merge():
     sub = FixedSubspace(small_net(6), dim=20, seed=1)
     adam = torch.optim.Adam(sub.parameters(), lr=0.05)
     x, y = batch(7, n=32)
-    first = float(loss_of(sub, x, y))
+    first = loss_of(sub, x, y).item()
     for _ in range(40):
         adam.zero_grad()
         loss_of(sub, x, y).backward()
         adam.step()
-    assert float(loss_of(sub, x, y)) < 0.9 * first
+    assert loss_of(sub, x, y).item() < 0.9 * first
     sd = sub.state_dict()
     assert {"coords", "model.1.running_mean", "model.1.running_var", "model.1.num_batches_tracked"} <= set(sd)
     assert torch.equal(sd["coords"], sub.coords.detach())
