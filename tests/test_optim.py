@@ -457,7 +457,7 @@ def test_loading_state_of_a_different_configuration_raises(change):
 
 # ----------------------------------------------------------------------------------------- diagnostics
 def _explicit_cosine(before, after, grads, lr):
-    step = torch.cat([(b.double() - a.double()).reshape(-1) / lr
+    step = torch.cat([(b.double() - a.detach().double()).reshape(-1) / lr
                       for b, a in zip(before, after, strict=True)])
     g = torch.cat([(torch.zeros_like(b) if gr is None else gr).double().reshape(-1)
                    for b, gr in zip(before, grads, strict=True)])
@@ -493,7 +493,7 @@ def test_last_cosine_with_group_learning_rates():
     backward(net)
     before, grads = snapshot(ps), [p.grad.clone() for p in ps]
     opt.step()
-    step = torch.cat([(b.double() - a.double()).reshape(-1) for b, a in zip(before, ps, strict=True)])
+    step = torch.cat([(b.double() - a.detach().double()).reshape(-1) for b, a in zip(before, ps, strict=True)])
     g = torch.cat([gr.double().reshape(-1) for gr in grads])
     assert opt.last_cosine == pytest.approx(float(step @ g / (step.norm() * g.norm())), rel=1e-3)
 
