@@ -411,7 +411,6 @@ class DistributedRBD:
             raise FloatingPointError(f"rank(s) {bad} have a gradient holding NaN or inf; no parameter was "
                                      'changed on any rank (use nonfinite="skip" to skip such steps)')
         frozen = [i for i, c in enumerate(control[1:].tolist()) if c == 0]  # no gradient on any rank
-        before = [p.detach().clone() for p in params]  # O(D): for the exact cosine below
         split = opt.dims
         if self.scheme == "shared":
             mean = list(torch.split(messages[0][:n] / self.world_size, split))
@@ -428,18 +427,7 @@ class DistributedRBD:
                     deltas = [a.add_(x, alpha=weight) for a, x in zip(deltas, d, strict=True)]
             logged = coords
         self.seconds["expand"] += time.perf_counter() - t2
-        opt.finish(logged, grads, deltas, frozen)
-        # finish's cosine takes delta to be P c of this rank's own gradient, which it is not here (averaged
-        # or other workers' coordinates): measure the step that was applied against the local gradient.
-        along = norm_d = norm_g = 0.0
-        for p, b in zip(params, before, strict=True):
-            if p.grad is not None:
-                moved, g = (b - p.detach()).double().reshape(-1), p.grad.detach().double().reshape(-1)
-                along += float(moved @ g)
-                norm_d += float(moved @ moved)
-                norm_g += float(g @ g)
-        ok = norm_d > 0 and norm_g > 0
-        opt.last_cosine = along / math.sqrt(norm_d * norm_g) if ok else float("nan")
+        opt.finish(logged, grads, deltas, frozen)  # its cosine: the applied step against this rank's gradient
         return loss
 
     def _nonfinite_ranks(self, messages, n, finite) -> list[int]:
