@@ -67,29 +67,35 @@ def run_case(size: int, dim: int, method: str, repeats: int) -> dict:
 METHODS = ("torch.randn", "normal", "uniform", "rademacher")
 
 
-def bases_table(cases, repeats: int, rounds: int = 1) -> str:
-    """One row per (case, method). Each case runs ``rounds`` times, interleaved (baseline, normal, uniform,
-    rademacher, baseline, ...), so that a slow spell of a shared machine hits every method alike. Times are
-    medians over rounds of each process's median and best; ratios are medians over rounds of each round's
-    ratio; memory is the largest peak seen."""
-    rows = ["| size | dim | method | ms per project+expand (median, best) | entries/s | vs baseline (median, best) "
-            "| peak extra memory |", "|---:|---:|---|---:|---:|---:|---:|"]
+HEADER = ["| size | dim | method | ms per project+expand (median, best) | entries/s | vs baseline (median, best) "
+          "| peak extra memory |", "|---:|---:|---|---:|---:|---:|---:|"]
+
+
+def bases_rows(size: int, dim: int, repeats: int, rounds: int = 1) -> list[str]:
+    """One row per method. The case runs ``rounds`` times, interleaved (baseline, normal, uniform, rademacher,
+    baseline, ...), so that a slow spell of a shared machine hits every method alike. Times are medians over
+    rounds of each process's median and best; ratios are medians over rounds of each round's ratio; memory
+    is the largest peak seen."""
     med = statistics.median
-    for size, dim in cases:
-        runs = {m: [] for m in METHODS}
-        for _ in range(rounds):
-            for m in METHODS:
-                runs[m].append(run_case(size, dim, m, repeats))
-        base = runs["torch.randn"]
-        for m, r in runs.items():
-            seconds, best = med(x["seconds"] for x in r), med(x["best"] for x in r)
-            speed = med(b["seconds"] / x["seconds"] for b, x in zip(base, r))
-            speed_best = med(b["best"] / x["best"] for b, x in zip(base, r))
-            name = "baseline: torch.randn + 2 matvec" if m == "torch.randn" else f"fused {m}"
-            rows.append(f"| {size:,} | {dim:,} | {name} | {seconds * 1e3:,.1f}, {best * 1e3:,.1f} | "
-                        f"{size * dim / seconds:.3g} | {speed:.1f}x, {speed_best:.1f}x | "
-                        f"{max(x['peak_bytes'] for x in r) / 2**20:,.1f} MiB |")
-    return "\n".join(rows)
+    runs = {m: [] for m in METHODS}
+    for _ in range(rounds):
+        for m in METHODS:
+            runs[m].append(run_case(size, dim, m, repeats))
+    base, rows = runs["torch.randn"], []
+    for m, r in runs.items():
+        seconds, best = med(x["seconds"] for x in r), med(x["best"] for x in r)
+        speed = med(b["seconds"] / x["seconds"] for b, x in zip(base, r))
+        speed_best = med(b["best"] / x["best"] for b, x in zip(base, r))
+        name = "baseline: torch.randn + 2 matvec" if m == "torch.randn" else f"fused {m}"
+        rows.append(f"| {size:,} | {dim:,} | {name} | {seconds * 1e3:,.1f}, {best * 1e3:,.1f} | "
+                    f"{size * dim / seconds:.3g} | {speed:.1f}x, {speed_best:.1f}x | "
+                    f"{max(x['peak_bytes'] for x in r) / 2**20:,.1f} MiB |")
+    return rows
+
+
+def bases_table(cases, repeats: int, rounds: int = 1) -> str:
+    """A markdown table of :func:`bases_rows` for each (size, dim) case."""
+    return "\n".join(HEADER + [row for size, dim in cases for row in bases_rows(size, dim, repeats, rounds)])
 
 
 _GPU = r"""
@@ -191,8 +197,8 @@ def main(argv=None) -> None:
     if args.quick:
         print(bases_table([(20_000, 50)], args.repeats, args.rounds))
     else:  # the second size needs no rounds: its ratios are far from any target, and a round takes minutes
-        print(bases_table([(101_770, 250)], args.repeats, args.rounds))
-        print("\n".join(bases_table([(1_000_000, 1_000)], args.repeats).splitlines()[2:]))
+        rows = bases_rows(101_770, 250, args.repeats, args.rounds) + bases_rows(1_000_000, 1_000, args.repeats)
+        print("\n".join(HEADER + rows))
 
 
 if __name__ == "__main__":
