@@ -69,7 +69,7 @@ KERNEL = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)\s*\{')
 def kernels() -> dict:
     """name -> (parameters as (type, is_pointer, name), calls __syncthreads) parsed from the source."""
     found = {}
-    starts = [m for m in KERNEL.finditer(cuda.SOURCE)]
+    starts = list(KERNEL.finditer(cuda.SOURCE))
     for m, nxt in zip(starts, starts[1:] + [None]):
         body = cuda.SOURCE[m.end():nxt.start() if nxt else None]
         params = []
@@ -85,8 +85,9 @@ def kernels() -> dict:
 def emulator(tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to compile the CUDA source for the CPU")
+    signatures = kernels()
     wrappers = []
-    for name, (params, barrier) in kernels().items():
+    for name, (params, barrier) in signatures.items():
         decl = ", ".join(f"{t}{'*' if ptr else ''} {n}" for t, ptr, n in params)
         args = ", ".join(n for _, _, n in params)
         wrappers.append(f'extern "C" void launch_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned threads, '
@@ -98,7 +99,6 @@ def emulator(tmp_path_factory):
                     "-Wno-unknown-pragmas", "-o", str(folder / "emu.so"), str(folder / "emu.cpp")],
                    check=True, capture_output=True, text=True)
     lib = ctypes.CDLL(str(folder / "emu.so"))
-    signatures = kernels()
 
     def launch(kernel, grid, block, args):
         params, _ = signatures[kernel]
