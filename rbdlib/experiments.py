@@ -2,19 +2,25 @@
 
     rbdlib-experiment fc-fmnist --methods sgd fpd rbd --epochs 3 --out results/fc-fmnist
     rbdlib-experiment fc-fmnist --methods rbd rbd:distribution=rademacher rbd:compartments=layer
+    rbdlib-experiment fc-fmnist --methods sgd rbd --seeds 0 1 2 --jobs 2 --nice 19
     python -m rbdlib.experiments cnn-fmnist --methods rbd --smoke
     torchrun --nproc-per-node 2 -m rbdlib.experiments fc-fmnist --methods rbd --scheme independent
 
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
-``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25``.
-Learning rates default to the paper's (``PAPER``); d defaults to 250.
+``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25`` or
+``nes:shared_batch=true,antithetic=true,sigma=0.01``. Learning rates default to the paper's (``PAPER``; NES
+takes the configuration's rbd rate, as the reference code does); d defaults to 250. Each option is checked
+for its method and value before any run starts.
 
-The run writes, into ``--out``: ``results.json`` (every run with its history), ``results.csv`` (one row
-per evaluation), ``table.md`` (final validation accuracy, mean +- std over seeds, beside Table 1),
-``accuracy.png`` and ``command.txt``. Each (method, seed) checkpoints after every epoch under
-``_runs/``; running the same command again resumes from the last completed epoch, and every file is
-written atomically. Each epoch's shuffling and augmentation are seeded by (seed, epoch), so a resumed
-run gives the same numbers as an uninterrupted one.
+The run writes, into ``--out``: ``results.json`` (every run with its history, each starting from a
+measured epoch-0 record of the initial weights), ``results.csv`` (one row per evaluation), ``table.md``
+(validation accuracy, mean +- sd over seeds, beside Table 1), ``accuracy.png`` and ``command.txt``, all
+rewritten as runs progress. Each (method, seed) keeps ``_runs/<run>/run.json`` (its records and status) and,
+while unfinished, ``_runs/<run>/checkpoint.pt``, written atomically after every epoch and loaded with
+``weights_only=True``. Running the same command again resumes every unfinished run from its last completed
+epoch, in a later process or session; the checkpoint is deleted when the run completes. Each epoch's
+shuffling and augmentation are seeded by (seed, epoch), so a resumed run gives the same numbers as an
+uninterrupted one. ``--jobs N`` trains N runs at once in processes with one thread each, at low priority.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) RBD and FPD run data-parallel with shared seeds
 (:class:`rbdlib.distributed.DistributedRBD`): each rank shuffles with its own seed, the ranks exchange only
@@ -25,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import statistics
 import sys
@@ -58,14 +66,57 @@ PAPER = {
     "resnet8-cifar10": dict(model="resnet8", dataset="cifar10", D=77_850, lr=dict(rbd=0.125, fpd=0.125, sgd=0.05),
                             table=dict()),
 }
-NES_LR, NES_SIGMA = 0.05, 0.01  # the paper's NES learning rate is not known; sigma is the reference's
+NES_SIGMA = 0.01  # the reference code's; NES's lr is the configuration's rbd lr, which the reference inherits
 METHODS = ("sgd", "fpd", "rbd", "nes")
-_OPTIONS = {"dim": int, "lr": float, "compartments": str, "distribution": str, "redraw": str,
-            "split_dim": str, "sigma": float}
+_BASES = {"lr", "dim", "compartments", "distribution", "split_dim"}
+USES = {"sgd": {"lr"}, "fpd": _BASES, "rbd": _BASES | {"redraw"},
+        "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError("expected a positive integer")
+    return int(value)
+
+
+def _rate(value: str, least: float = 0.0) -> float:
+    number = float(value)
+    if not least <= number < float("inf") or number == least > 0:
+        raise ValueError(f"expected a {'positive' if least else 'non-negative'} finite number")
+    return number
+
+
+def _compartments(value: str):
+    if value.isdigit():
+        return _positive(value)
+    if value not in ("network", "layer", "tensor"):
+        raise ValueError("expected network, layer, tensor or a positive integer")
+    return value
+
+
+def _distribution(value: str) -> str:
+    if value not in ("normal", "uniform", "rademacher"):
+        raise ValueError("expected normal, uniform or rademacher")
+    return value
+
+
+_OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distribution": _distribution,
+            "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
+            "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
     """``"rbd:dim=100,compartments=layer"`` -> ("rbd", {"dim": 100, "compartments": "layer"}).
+
+    Every option is checked for its method and value before anything runs.
 
     >>> parse_method("rbd:compartments=1000,split_dim=true,redraw=none")
     ('rbd', {'compartments': 1000, 'split_dim': True, 'redraw': None})
@@ -74,18 +125,18 @@ def parse_method(spec: str) -> tuple[str, dict]:
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r} in {spec!r}; expected one of {METHODS}")
     options = {}
-    for item in filter(None, rest.split(",")):
+    for item in rest.split(",") if rest else []:
         key, eq, value = item.partition("=")
         if not eq or key not in _OPTIONS:
             raise ValueError(f"bad option {item!r} in {spec!r}; options are {sorted(_OPTIONS)} as key=value")
-        if key == "split_dim":
-            options[key] = value.lower() in ("1", "true", "yes")
-        elif key == "redraw":
-            options[key] = None if value.lower() == "none" else int(value)
-        elif key == "compartments":
-            options[key] = int(value) if value.isdigit() else value
-        else:
+        if key not in USES[name]:
+            raise ValueError(f"{name} does not use option {key!r} (in {spec!r}); it takes {sorted(USES[name])}")
+        if key in options:
+            raise ValueError(f"option {key!r} given twice in {spec!r}")
+        try:
             options[key] = _OPTIONS[key](value)
+        except ValueError as error:
+            raise ValueError(f"bad value {value!r} for {key} in {spec!r}: {error}") from None
     return name, options
 
 
@@ -93,19 +144,19 @@ def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: d
     options = dict(options)
     lr = options.pop("lr", None)
     if method == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr or config["lr"]["sgd"])
+        return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr)
     dim = options.pop("dim", args.dim)
+    lr = config["lr"]["rbd" if method == "nes" else method] if lr is None else lr
     if method == "nes":
-        return NES(model.parameters(), lr=lr or NES_LR, dim=dim, sigma=options.pop("sigma", NES_SIGMA),
-                   seed=args.basis_seed)
+        options.setdefault("sigma", NES_SIGMA)
+        return NES(model.parameters(), lr=lr, dim=dim, seed=args.basis_seed, **options)
     kwargs = dict(compartments=args.compartments, distribution=args.distribution, seed=args.basis_seed)
     kwargs.update(options)
     params = model.named_parameters() if kwargs["compartments"] == "layer" else model.parameters()
     if method == "fpd":
-        kwargs.pop("redraw", None)
-        return FPD(params, lr=lr or config["lr"]["fpd"], dim=dim, **kwargs)
+        return FPD(params, lr=lr, dim=dim, **kwargs)
     kwargs.setdefault("redraw", args.redraw)
-    return RBD(params, lr=lr or config["lr"]["rbd"], dim=dim, **kwargs)
+    return RBD(params, lr=lr, dim=dim, **kwargs)
 
 
 def _atomic_write(path: Path, text: str | bytes) -> None:
@@ -121,8 +172,51 @@ def _smoke(ds: datasets.Dataset) -> datasets.Dataset:
                             ds.test_x[:256], ds.test_y[:256], ds.name, ds.classes, ds.source_path)
 
 
-def run_one(name: str, spec: str, seed: int, ds, config: dict, args, run_dir: Path) -> dict:
-    """Train one (method, seed) for ``args.epochs``, resuming from ``run_dir`` if it holds a checkpoint."""
+def run_dir(out: Path, spec: str, seed: int) -> Path:
+    """The folder of one (method, seed) under ``out/_runs``: a readable slug of the spec plus a hash of it,
+    so no spec can name a path outside ``out`` and two specs never share a folder.
+
+    >>> run_dir(Path("r"), "sgd:lr=../../x", 0).as_posix()
+    'r/_runs/sgd_lr_x_cf918194_seed0'
+    """
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", spec).strip("_")[:80]
+    return out / "_runs" / f"{slug}_{hashlib.sha1(spec.encode()).hexdigest()[:8]}_seed{seed}"
+
+
+CHECKPOINT_KEYS = {"format", "method", "seed", "epochs", "model", "optimizer", "records"}
+
+
+def load_checkpoint(path: Path, spec: str, seed: int) -> dict:
+    """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data only: loading runs no code),
+    and checked to be the checkpoint of this (method, seed) before anything is restored from it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a crafted or damaged file: say which and why, restore nothing
+        raise ValueError(f"cannot load checkpoint {path} safely ({type(error).__name__}: {error}); "
+                         "delete it to start that run again") from None
+    if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS or state["format"] != "rbdlib-run-1":
+        raise ValueError(f"{path} is not an rbdlib run checkpoint (expected keys {sorted(CHECKPOINT_KEYS)})")
+    if (state["method"], state["seed"]) != (spec, seed):
+        raise ValueError(f"{path} belongs to {state['method']!r} seed {state['seed']}, not {spec!r} seed {seed}")
+    records = state["records"]
+    if not isinstance(records, list) or not records or records[-1].get("epoch") != state["epochs"]:
+        raise ValueError(f"{path}: its records do not end at its epoch count {state['epochs']!r}")
+    return state
+
+
+def _record_start(model, ds) -> dict:
+    """Epoch 0: the loss and accuracy of the initial weights, measured."""
+    val_loss, val_acc = evaluate(model, ds.val_x, ds.val_y)
+    return dict(epoch=0, step=0, train_loss=None, val_loss=val_loss, val_acc=val_acc, seconds=0.0)
+
+
+def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Path, on_epoch=None) -> dict:
+    """Train one (method, seed) for ``args.epochs``, resuming from ``folder`` if it holds a checkpoint.
+
+    ``folder/run.json`` (plain JSON) holds the run's records and its status: "unfinished" while a
+    ``folder/checkpoint.pt`` (model, optimizer, records) lets a later process continue, "complete" (or
+    "diverged") once it ended, when the checkpoint is deleted. Both are replaced atomically every epoch.
+    """
     method, options = parse_method(spec)
     model = models.build(config["model"], ds, seed=seed)
     opt = make_optimizer(method, options, model, config, args)
@@ -136,69 +230,120 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, run_dir: Pa
         rank = opt.rank
     augment = None if args.no_augment else (datasets.augment_cifar if config["dataset"] == "cifar10"
                                             else datasets.augment_mnist)
-    ckpt, records, done = run_dir / "checkpoint.pt", [], 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        records, done = state["records"], state["epochs"]
-    steps = records[-1]["step"] if records else 0
-    seconds = records[-1]["seconds"] if records else 0.0
-    for epoch in range(done, args.epochs):
-        history = train(model, opt, ds, epochs=1, batch_size=args.batch_size, augment=augment,
-                        seed=(seed * 100_003 + epoch) * 1_009 + rank, device=args.device, progress=args.progress,
-                        max_steps=args.max_steps)
-        rec = dict(history.last, epoch=epoch + 1, step=steps + history.last["step"],
-                   seconds=round(seconds + history.last["seconds"], 3))
-        steps, seconds = rec["step"], rec["seconds"]
-        records.append(rec)
-        if rank == 0:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "records": records,
-                        "epochs": epoch + 1}, buffer)
-            _atomic_write(ckpt, buffer.getvalue())
-        print(f"  {name} {spec} seed={seed} epoch {epoch + 1}/{args.epochs}: val_acc={rec['val_acc']:.4f} "
-              f"({rec['seconds']:.0f} s)", flush=True)
-        if history.config.get("diverged"):
-            break
-    test_loss, test_acc = evaluate(model, ds.test_x, ds.test_y) if args.test else (None, None)
     inner = getattr(opt, "optimizer", opt)
     coords = getattr(inner, "num_coords", None) or (inner.dim if isinstance(inner, NES) else None)
-    return dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
-                records=records, test_acc=test_acc)
+    result = dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
+                  epochs=args.epochs, status="unfinished", records=[], test_acc=None)
+    ckpt, status = folder / "checkpoint.pt", folder / "run.json"
+    saved = json.loads(status.read_text()) if status.exists() else None
+    if saved and saved["status"] != "unfinished":
+        if saved["epochs"] != args.epochs:
+            raise ValueError(f"{folder} holds a {saved['status']} run of {saved['epochs']} epochs, not "
+                             f"{args.epochs}; choose another --out or delete that folder")
+        return saved
+    if ckpt.exists():
+        state = load_checkpoint(ckpt, spec, seed)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        result["records"] = state["records"]
+    else:
+        result["records"] = [_record_start(model, ds)]
+    records = result["records"]
+
+    def save(final: bool) -> None:
+        if rank != 0:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        if not final:
+            buffer = io.BytesIO()
+            torch.save({"format": "rbdlib-run-1", "method": spec, "seed": seed, "epochs": records[-1]["epoch"],
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "records": records}, buffer)
+            _atomic_write(ckpt, buffer.getvalue())
+        _atomic_write(status, json.dumps(result, indent=1))
+        if final:
+            ckpt.unlink(missing_ok=True)
+
+    for epoch in range(records[-1]["epoch"], args.epochs):
+        history = train(model, opt, ds, epochs=1, batch_size=args.batch_size, augment=augment,
+                        seed=(seed * 100_003 + epoch) * 1_009 + rank, device=args.device, progress=args.progress,
+                        max_steps=args.max_steps, eval_at_start=False)
+        rec = dict(history.last, epoch=epoch + 1, step=records[-1]["step"] + history.last["step"],
+                   seconds=round(records[-1]["seconds"] + history.last["seconds"], 3))
+        records.append(rec)
+        if history.config.get("diverged"):
+            result["status"] = "diverged"
+            break
+        save(final=False)
+        if on_epoch is not None:
+            on_epoch()
+        print(f"  {name} {spec} seed={seed} epoch {epoch + 1}/{args.epochs}: val_acc={rec['val_acc']:.4f} "
+              f"({rec['seconds']:.0f} s)", flush=True)
+    if result["status"] == "unfinished":
+        result["status"] = "complete"
+    if args.test:
+        result["test_acc"] = evaluate(model, ds.test_x, ds.test_y)[1]
+    save(final=True)
+    return result
+
+
+def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
+    """The runs of ``tasks`` as far as they got (from each run's ``run.json``), in task order."""
+    runs = []
+    for spec, seed in tasks:
+        status = run_dir(out, spec, seed) / "run.json"
+        if status.exists():
+            runs.append(json.loads(status.read_text()))
+    return runs
+
+
+def _final(group: list[dict]) -> tuple[int, list[float]]:
+    """The last epoch all runs of a group reached, and their validation accuracies (%) there."""
+    epoch = min(r["records"][-1]["epoch"] for r in group)
+    return epoch, [100 * next(x for x in r["records"] if x["epoch"] == epoch)["val_acc"] for r in group]
 
 
 def summary_table(name: str, runs: list[dict], config: dict) -> str:
-    """Markdown: final validation accuracy per method (mean +- std over seeds) beside the paper's."""
-    lines = [f"| {name} | coords/step | epochs | seeds | val acc % (ours) | paper (100 epochs) | s/epoch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    """Markdown: validation accuracy per method (mean +- sd over seeds, at the last epoch every seed reached)
+    beside the paper's, with the epoch-0 accuracy it started from and each run's status."""
+    lines = [f"| {name} | coords/step | epochs | seeds | val acc % (ours) | at epoch 0 | paper (100 epochs) | "
+             "s/epoch | status |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for spec in dict.fromkeys(r["method"] for r in runs):
         group = [r for r in runs if r["method"] == spec and r["records"]]
-        accs = [100 * r["records"][-1]["val_acc"] for r in group]
-        mean = statistics.mean(accs)
+        epoch, accs = _final(group)
         std = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        start = statistics.mean(100 * r["records"][0]["val_acc"] for r in group)
         paper = config["table"].get(parse_method(spec)[0])
-        epochs = group[0]["records"][-1]["epoch"]
-        per_epoch = statistics.mean(r["records"][-1]["seconds"] / r["records"][-1]["epoch"] for r in group)
-        lines.append(f"| {spec} | {group[0]['coords'] or group[0]['D']:,} | {epochs} | {len(group)} | "
-                     f"{mean:.2f}{std} | {'' if paper is None else paper} | {per_epoch:.0f} |")
+        last = [r["records"][-1] for r in group if r["records"][-1]["epoch"] > 0]
+        per_epoch = f"{statistics.mean(x['seconds'] / x['epoch'] for x in last):.0f}" if last else ""
+        states = sorted({r["status"] for r in group})
+        target = max(r["epochs"] for r in group)
+        status = ", ".join(states) + (f" (target {target} epochs)" if epoch < target else "")
+        lines.append(f"| {spec} | {group[0]['coords'] or group[0]['D']:,} | {epoch} | {len(group)} | "
+                     f"{statistics.mean(accs):.2f}{std} | {start:.2f} | {'' if paper is None else paper} | "
+                     f"{per_epoch} | {status} |")
     return "\n".join(lines) + "\n"
 
 
 def plot(runs: list[dict], path: Path, title: str) -> None:
+    """Validation accuracy against epochs from the measured epoch 0: mean over seeds, shaded +- sd."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for spec in dict.fromkeys(r["method"] for r in runs):
-        for i, r in enumerate(x for x in runs if x["method"] == spec):
-            ax.plot([0] + [rec["epoch"] for rec in r["records"]], [0.1] + [rec["val_acc"] for rec in r["records"]],
-                    marker="o", color=f"C{list(dict.fromkeys(x['method'] for x in runs)).index(spec)}",
-                    label=spec if i == 0 else None, alpha=0.8)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title=title)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, spec in enumerate(dict.fromkeys(r["method"] for r in runs)):
+        group = [r for r in runs if r["method"] == spec and r["records"]]
+        epochs = min(len(r["records"]) for r in group)
+        acc = 100 * np.array([[x["val_acc"] for x in r["records"][:epochs]] for r in group])
+        x = [rec["epoch"] for rec in group[0]["records"][:epochs]]
+        label = spec + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+        ax.plot(x, acc.mean(0), color=f"C{i}", label=label, marker="o" if epochs < 12 else None)
+        if len(group) > 1:
+            ax.fill_between(x, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
+                            color=f"C{i}", alpha=0.2)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     buffer = io.BytesIO()
@@ -230,53 +375,102 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", choices=sorted(PAPER), help="model-dataset configuration of the paper")
     p.add_argument("--methods", nargs="+", default=["sgd", "fpd", "rbd"], help="methods, with options")
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=_positive, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--dim", type=int, default=250)
-    p.add_argument("--compartments", default="network", type=lambda s: int(s) if s.isdigit() else s)
+    p.add_argument("--dim", type=_positive, default=250)
+    p.add_argument("--compartments", default="network", type=_compartments)
     p.add_argument("--distribution", default="normal", choices=["normal", "uniform", "rademacher"])
-    p.add_argument("--redraw", default=1, type=lambda s: None if s.lower() == "none" else int(s))
+    p.add_argument("--redraw", default=1, type=lambda s: None if s.lower() == "none" else _positive(s))
     p.add_argument("--basis-seed", type=int, default=0, help="seed of the random bases")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None, help="output folder (default results/<config>)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per epoch")
+    p.add_argument("--max-steps", type=_positive, default=None, help="cap optimizer steps per epoch")
     p.add_argument("--smoke", action="store_true", help="tiny data, d <= 20, 8 steps per epoch, <= 2 epochs (CI)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
     p.add_argument("--progress", action="store_true", default=None)
+    p.add_argument("--jobs", type=_positive, default=1,
+                   help="(method, seed) runs in parallel processes, one thread each, at --nice priority")
+    p.add_argument("--nice", type=int, default=10, choices=range(20), metavar="0..19",
+                   help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU")
     p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
                    help="under torchrun: shared bases or independent bases per worker")
     return p
+
+
+def _load(config: dict, args) -> datasets.Dataset:
+    ds = datasets.load_dataset(config["dataset"], root=args.data_root)
+    return _smoke(ds) if args.smoke else ds
+
+
+def _job_init(nice: int) -> None:
+    """A --jobs worker: low priority and one thread, so parallel runs do not fight over the cores."""
+    from . import set_threads
+
+    os.nice(nice)
+    torch.set_num_threads(1)
+    set_threads(1)
+
+
+def _job(name: str, spec: str, seed: int, config: dict, args, folder: Path) -> dict:
+    return run_one(name, spec, seed, _load(config, args), config, args, folder)
+
+
+def _in_parallel(name: str, tasks, config: dict, args, out: Path, report) -> None:
+    """Run the tasks in ``args.jobs`` processes; rewrite the results from the runs' files every minute."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_job_init, initargs=(args.nice,)) as pool:
+        pending = {pool.submit(_job, name, spec, seed, config, args, run_dir(out, spec, seed))
+                   for spec, seed in tasks}
+        while pending:
+            done, pending = cf.wait(pending, timeout=60, return_when=cf.FIRST_EXCEPTION)
+            for future in done:
+                future.result()  # a failed run stops the command with its error
+            report()
 
 
 def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     config = PAPER[args.config]
     command = "rbdlib-experiment " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    for spec in args.methods:
-        parse_method(spec)  # fail before any training on a bad method
+    for spec in args.methods:  # fail before any training on a bad method, option or value
+        method, options = parse_method(spec)
+        make_optimizer(method, options, models.build(config["model"], config["dataset"]), config, args)
     if args.smoke:
         args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
     args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.world_size > 1:
+        if args.jobs > 1:
+            raise ValueError("--jobs runs processes of its own; it cannot be combined with torchrun")
         from .distributed import init
 
         init()
-    ds = datasets.load_dataset(config["dataset"], root=args.data_root)
-    if args.smoke:
-        ds = _smoke(ds)
     out = Path(args.out or Path("results") / args.config)
+    tasks = [(spec, seed) for spec in args.methods for seed in dict.fromkeys(args.seeds)]
     started = time.time()
-    runs = []
-    for spec in args.methods:
-        for seed in args.seeds:
-            run_dir = out / "_runs" / f"{spec.replace(':', '_').replace(',', '_').replace('=', '-')}_seed{seed}"
-            runs.append(run_one(args.config, spec, seed, ds, config, args, run_dir))
-            if int(os.environ.get("RANK", "0")) == 0:
-                write_results(out, args.config, runs, config, command)
-    if int(os.environ.get("RANK", "0")) != 0:
+    writer = int(os.environ.get("RANK", "0")) == 0
+
+    def report() -> list[dict]:
+        runs = collect(out, tasks)
+        if writer and runs:
+            write_results(out, args.config, runs, config, command)
+        return runs
+
+    if args.jobs > 1:
+        _in_parallel(args.config, tasks, config, args, out, report)
+        runs = report()
+    else:
+        ds = _load(config, args)
+        runs = [run_one(args.config, spec, seed, ds, config, args, run_dir(out, spec, seed), on_epoch=report)
+                for spec, seed in tasks]
+        if writer:
+            write_results(out, args.config, runs, config, command)
+    if not writer:
         return {"out": str(out), "runs": runs}
     print(f"wrote {out}/table.md, results.json, results.csv, accuracy.png in {time.time() - started:.0f} s")
     print((out / "table.md").read_text())

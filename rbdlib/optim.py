@@ -22,8 +22,8 @@ from .bases import RandomBases, check_distribution, check_index
 
 
 def _check_lr(lr, where: str = ""):
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
-        raise ValueError(f"lr must be a non-negative number, got {lr!r}{where}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
+        raise ValueError(f"lr must be a non-negative finite number, got {lr!r}{where}")
 
 
 def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
@@ -287,13 +287,21 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
 class NES(torch.optim.Optimizer):
     """Natural evolution strategies, the paper's gradient-free baseline (Salimans et al. 2017).
 
-    Each ``step(closure)`` evaluates ``dim`` offspring theta + sigma * eps_i, each on a fresh
-    mini-batch (``closure()`` draws one and returns the loss; no backward needed), shapes the
-    fitness by rank (u_i = r_i / (dim - 1) - 1/2, the lowest loss gets +1/2), and moves
+    Each ``step(closure)`` evaluates ``dim`` offspring theta + sigma * eps_i (``closure()`` returns the
+    loss; no backward needed), shapes the fitness by rank (u_i = r_i / (dim - 1) - 1/2, the lowest loss
+    gets +1/2), and moves
 
         theta <- theta + lr / (sigma * dim) * sum_i u_i eps_i / sqrt(D)
 
-    with eps_i the unscaled normal directions of the same Philox bases as RBD.
+    with eps_i the unscaled directions of the same Philox bases as RBD, generated a chunk of offspring
+    at a time. As in the paper and the reference code, each offspring sees its own mini-batch (the
+    training loop's closure draws a fresh one per call) and the directions are independent. Two
+    deviations from that plain NES, both off by default:
+
+    * ``shared_batch=True``: all offspring of a step are evaluated on one mini-batch
+      (:func:`rbdlib.train.train` honours the attribute), so their ranks compare directions, not batches;
+    * ``antithetic=True``: offspring come in mirrored pairs theta +- sigma * eps_m (``dim`` even,
+      ``dim / 2`` directions), which cancels the even part of the loss from the estimate.
 
     >>> model = torch.nn.Linear(2, 1)
     >>> opt = NES(model.parameters(), lr=0.1, dim=4)
@@ -301,15 +309,21 @@ class NES(torch.optim.Optimizer):
     """
 
     needs_closure = True  # the training loop passes a closure that draws a new batch per call
+    CHUNK = 32  # offspring directions generated per kernel call (32 x D floats of scratch)
 
     def __init__(self, params, lr: float, dim: int, sigma: float = 0.01, seed: int = 0,
-                 distribution: str = "normal"):
+                 distribution: str = "normal", shared_batch: bool = False, antithetic: bool = False):
         _check_lr(lr)
-        if not isinstance(sigma, numbers.Real) or not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 < sigma < math.inf:
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
         dim = check_index("dim", dim, ref.MAX_INDEX)
         if dim < 2:
             raise ValueError(f"NES needs a population (dim) of at least 2, got {dim}")
+        for name, flag in (("shared_batch", shared_batch), ("antithetic", antithetic)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if antithetic and dim % 2:
+            raise ValueError(f"antithetic NES evaluates mirrored pairs, so dim must be even, got {dim}")
         groups, _, _ = _flat_params(params)
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
@@ -317,37 +331,53 @@ class NES(torch.optim.Optimizer):
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError("a parameter was given more than once")
+        if any(p.dtype != torch.float32 for p in self.params):
+            raise TypeError("NES needs float32 parameters; call model.float() first")
         self.size = sum(p.numel() for p in self.params)
         self.dim, self.sigma, self.seed = dim, float(sigma), check_index("seed", seed, ref.MAX_SEED)
         self.distribution = check_distribution(distribution)
+        self.shared_batch, self.antithetic = shared_batch, antithetic
         self.steps = 0
 
     def _bases(self, scale: float) -> RandomBases:
-        return RandomBases(self.seed, self.steps, 0, self.dim, self.size, self.distribution, scale)
+        directions = self.dim // 2 if self.antithetic else self.dim
+        return RandomBases(self.seed, self.steps, 0, directions, self.size, self.distribution, scale)
+
+    def _write(self, vector: torch.Tensor) -> None:
+        at = 0
+        for p in self.params:
+            p.copy_(vector[at:at + p.numel()].view_as(p))
+            at += p.numel()
 
     @torch.no_grad()
     def step(self, closure):
         if closure is None:
             raise ValueError("NES.step needs a closure that evaluates the loss on a fresh mini-batch")
-        theta = torch.nn.utils.parameters_to_vector(self.params).detach().clone()
+        theta = torch.cat([p.detach().reshape(-1) for p in self.params])
         noise = self._bases(scale=1.0)
+        signs = (1.0, -1.0) if self.antithetic else (1.0,)
         losses = []
         try:
-            for i in range(self.dim):
-                eps = noise.materialize(i, device=theta.device)[0]
-                torch.nn.utils.vector_to_parameters(theta + self.sigma * eps, self.params)
-                losses.append(float(closure()))
+            for start in range(0, noise.dim, self.CHUNK):
+                eps = noise.materialize(slice(start, start + self.CHUNK), device=theta.device)
+                for row in eps:
+                    for sign in signs:
+                        self._write(theta + (sign * self.sigma) * row)
+                        losses.append(float(closure()))
         finally:
-            torch.nn.utils.vector_to_parameters(theta, self.params)
+            self._write(theta)
         losses = torch.tensor(losses, dtype=torch.float64)
         if not torch.isfinite(losses).all():
             raise FloatingPointError("an offspring's loss is not finite; the parameters were left unchanged")
         rank = torch.empty(self.dim, dtype=torch.float64)
         rank[torch.argsort(losses, descending=True, stable=True)] = torch.arange(self.dim, dtype=torch.float64)
         u = (rank / (self.dim - 1) - 0.5) / (self.sigma * self.dim)
+        if self.antithetic:  # offspring 2m and 2m+1 moved along +eps_m and -eps_m
+            u = u[0::2] - u[1::2]
         update = self._bases(scale=1.0 / math.sqrt(self.size)).expand(u.float().to(theta.device))
-        lr = self.param_groups[0]["lr"]
-        torch.nn.utils.vector_to_parameters(theta + lr * update, self.params)
+        self._write(theta + self.param_groups[0]["lr"] * update)
         self.steps += 1
         return float(losses.mean())
 
@@ -358,5 +388,8 @@ class NES(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
-        self.steps = state_dict.pop("nes")["steps"]
+        extra = state_dict.pop("nes", None)
+        if not isinstance(extra, dict) or not isinstance(extra.get("steps"), int) or extra["steps"] < 0:
+            raise ValueError("this state_dict was not saved by rbdlib.NES (no valid 'nes' entry)")
         super().load_state_dict(state_dict)
+        self.steps = extra["steps"]

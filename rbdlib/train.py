@@ -3,7 +3,8 @@
 It works with any ``torch.optim`` optimizer, with rbdlib optimizers that take ``step()`` after
 ``loss.backward()`` (RBD, FPD), and with optimizers that set ``needs_closure = True`` (NES): those get a
 closure that draws a *fresh* mini-batch on every call and returns its loss, so each offspring sees its
-own batch. The closure back-propagates only when gradients are enabled, so a zeroth-order optimizer
+own batch (an optimizer with ``shared_batch = True`` gets one batch per step for all its calls).
+The closure back-propagates only when gradients are enabled, so a zeroth-order optimizer
 that calls it under ``torch.no_grad()`` (as ``step`` methods usually run) pays for forward passes only,
 while ``torch.optim.LBFGS`` (which re-enables gradients) gets its gradients.
 
@@ -13,7 +14,7 @@ while ``torch.optim.LBFGS`` (which re-enables gradients) gets its gradients.
 >>> model = fc(ds.in_shape, seed=0)
 >>> history = train(model, torch.optim.SGD(model.parameters(), lr=0.1), ds, epochs=2, progress=False)
 >>> [r["epoch"] for r in history.records], history.records[-1]["val_acc"] > 0.5
-([1.0, 2.0], True)
+([0.0, 1.0, 2.0], True)
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ def _gradient_step(model: nn.Module, optimizer, stream: _BatchStream) -> float:
 
 def _closure_step(model: nn.Module, optimizer, stream: _BatchStream) -> float:
     losses: list[float] = []
+    shared = stream.next() if getattr(optimizer, "shared_batch", False) else None
 
     def closure() -> torch.Tensor:
-        xb, yb = stream.next()  # a new mini-batch on every call
+        xb, yb = shared or stream.next()  # a new mini-batch on every call, unless the optimizer shares one
         loss = F.cross_entropy(model(xb), yb)
         if torch.is_grad_enabled():
             optimizer.zero_grad(set_to_none=True)
@@ -180,7 +182,7 @@ def train(
     callback: Callable[[dict[str, Any], nn.Module], bool | None] | None = None,
     closure_optimizer: bool | None = None,
     max_steps: int | None = None,
-    eval_at_start: bool = False,
+    eval_at_start: bool = True,
     eval_batch_size: int = 5000,
 ) -> History:
     """Train ``model`` on ``data.train_x/train_y`` with cross-entropy on logits; validate on ``val_x/val_y``.
@@ -196,7 +198,8 @@ def train(
         callback: ``callback(record, model)`` after each evaluation; return True to stop training.
         closure_optimizer: call ``optimizer.step(closure)``; default ``getattr(optimizer, "needs_closure")``.
         max_steps: stop after this many optimizer steps even if ``epochs`` are not done.
-        eval_at_start: also evaluate before the first step (a record with ``train_loss`` None).
+        eval_at_start: evaluate before the first step too (default), so every history starts from a
+            measured record of the initial weights (epoch 0, ``train_loss`` None).
 
     Training stops early if the training loss becomes NaN or infinite (``config["diverged"]`` is True).
 
@@ -205,8 +208,8 @@ def train(
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     >>> h = train(model, torch.optim.SGD(model.parameters(), lr=0.1), ds, max_steps=20, eval_every=10,
     ...           augment=augment_mnist, progress=False)
-    >>> h["step"]
-    [10, 20]
+    >>> h["step"]                # the first record measures the initial weights
+    [0, 10, 20]
     """
     for attr in ("train_x", "train_y", "val_x", "val_y"):
         if not hasattr(data, attr):

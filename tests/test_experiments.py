@@ -2,8 +2,12 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+import torch
 
 from rbdlib import experiments
 
@@ -25,12 +29,27 @@ def test_cli_writes_results_with_the_right_columns(tmp_path):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert list(rows[0]) == ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc",
                              "seconds"]
-    assert [r["method"] for r in rows] == ["sgd", "rbd", "nes", "rbd:distribution=rademacher,compartments=layer"]
+    methods = ["sgd", "rbd", "nes", "rbd:distribution=rademacher,compartments=layer"]
+    assert [r["method"] for r in rows] == [m for m in methods for _ in range(2)]  # epoch 0, epoch 1
+    assert [r["epoch"] for r in rows] == ["0", "1"] * 4
     runs = json.load(open(out / "results.json"))["runs"]
     assert runs[1]["coords"] == 20 and runs[3]["coords"] == 40  # smoke d = 20; two layers
+    assert {r["status"] for r in runs} == {"complete"}
     table = (out / "table.md").read_text()
-    assert "| rbd | 20 |" in table and "85.65" in table  # our numbers beside the paper's
-    assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
+    assert "| rbd | 20 | 1 | 1 |" in table and "85.65" in table  # our numbers beside the paper's
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob("checkpoint.pt"))  # finished runs keep no checkpoint
+
+
+def test_every_history_starts_from_the_measured_initial_weights(tmp_path):
+    from rbdlib import models
+    from rbdlib.train import evaluate
+
+    run = _run(tmp_path, "start", "--methods", "sgd", "--epochs", "1")["runs"][0]
+    first = run["records"][0]
+    ds = experiments._smoke(experiments.datasets.load_dataset("fashion-mnist"))
+    loss, acc = evaluate(models.build("fc", ds, seed=0), ds.val_x, ds.val_y)
+    assert (first["epoch"], first["step"], first["train_loss"]) == (0, 0, None)
+    assert (first["val_loss"], first["val_acc"]) == (loss, acc)
 
 
 def test_resume_after_interruption_gives_the_same_numbers(tmp_path, monkeypatch):
@@ -48,7 +67,7 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path, monkeypatch)
         _run(tmp_path, "cut", "--methods", "rbd", "--epochs", "2")
     monkeypatch.setattr(experiments, "train", real_train)
     resumed = _run(tmp_path, "cut", "--methods", "rbd", "--epochs", "2")["runs"][0]["records"]
-    assert len(resumed) == len(whole) == 2
+    assert len(resumed) == len(whole) == 3  # epochs 0, 1, 2
     for a, b in zip(whole, resumed):
         assert (a["step"], a["train_loss"], a["val_loss"], a["val_acc"]) == \
                (b["step"], b["train_loss"], b["val_loss"], b["val_acc"])
@@ -75,4 +94,119 @@ def test_cli_runs_distributed_under_torchrun(tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.load(open(out / "results.json"))["runs"]
-    assert runs[0]["coords"] == 20 and len(runs[0]["records"]) == 1
+    assert runs[0]["coords"] == 20 and [r["epoch"] for r in runs[0]["records"]] == [0, 1]
+
+
+def test_unfinished_runs_resume_from_a_checkpoint_in_a_later_process(tmp_path):
+    """What a later session sees: run.json marked unfinished and a checkpoint; the same command finishes it."""
+    first = _run(tmp_path, "later", "--methods", "rbd:distribution=rademacher", "--epochs", "1")["runs"][0]
+    folder = experiments.run_dir(tmp_path / "later", "rbd:distribution=rademacher", 0)
+    assert first["status"] == "complete" and not (folder / "checkpoint.pt").exists()
+    # a fresh 2-epoch command in the same place refuses to mix budgets
+    with pytest.raises(ValueError, match="complete run of 1 epochs, not 2"):
+        _run(tmp_path, "later", "--methods", "rbd:distribution=rademacher", "--epochs", "2")
+    whole = _run(tmp_path, "whole2", "--methods", "rbd:distribution=rademacher", "--epochs", "2")["runs"][0]
+    real_train = experiments.train
+    calls = []
+
+    def stop_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    experiments.train = stop_in_epoch_two
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, "cut2", "--methods", "rbd:distribution=rademacher", "--epochs", "2")
+    finally:
+        experiments.train = real_train
+    folder = experiments.run_dir(tmp_path / "cut2", "rbd:distribution=rademacher", 0)
+    saved = json.loads((folder / "run.json").read_text())
+    assert saved["status"] == "unfinished" and [r["epoch"] for r in saved["records"]] == [0, 1]
+    assert (folder / "checkpoint.pt").exists()
+    table = (tmp_path / "cut2" / "table.md").read_text()
+    assert "unfinished (target 2 epochs)" in table  # partial tables say how far they got
+    resumed = subprocess.run([sys.executable, "-m", "rbdlib.experiments", "fc-fmnist", "--smoke", "--methods",
+                              "rbd:distribution=rademacher", "--epochs", "2", "--out", str(tmp_path / "cut2")],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = json.loads((folder / "run.json").read_text())
+    assert done["status"] == "complete" and not (folder / "checkpoint.pt").exists()
+    assert [(r["step"], r["val_loss"], r["val_acc"]) for r in done["records"]] == \
+           [(r["step"], r["val_loss"], r["val_acc"]) for r in whole["records"]]
+
+
+def test_checkpoints_load_without_running_code_and_are_checked(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"model": Payload()}, folder / "evil.pt")
+    with pytest.raises(ValueError, match="cannot load checkpoint .* safely"):
+        experiments.load_checkpoint(folder / "evil.pt", "sgd", 0)
+    assert not marker.exists()
+    torch.save({"model": {}}, folder / "odd.pt")
+    with pytest.raises(ValueError, match="not an rbdlib run checkpoint"):
+        experiments.load_checkpoint(folder / "odd.pt", "sgd", 0)
+    good = {"format": "rbdlib-run-1", "method": "sgd", "seed": 0, "epochs": 1, "model": {}, "optimizer": {},
+            "records": [{"epoch": 0}, {"epoch": 1}]}
+    torch.save(good, folder / "good.pt")
+    assert experiments.load_checkpoint(folder / "good.pt", "sgd", 0)["epochs"] == 1
+    with pytest.raises(ValueError, match="belongs to 'sgd' seed 0"):
+        experiments.load_checkpoint(folder / "good.pt", "rbd", 0)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("sgd:compartments=../../../../escaped", "sgd does not use option 'compartments'"),
+    ("rbd:compartments=../../escaped", "bad value '../../escaped' for compartments"),
+    ("sgd:dim=5", "sgd does not use option 'dim'"),
+    ("fpd:redraw=5", "fpd does not use option 'redraw'"),
+    ("nes:redraw=5", "nes does not use option 'redraw'"),
+    ("rbd:dim=abc", "bad value 'abc' for dim"),
+    ("rbd:dim=0", "bad value '0' for dim"),
+    ("rbd:split_dim=false,split_dim=true", "given twice"),
+    ("rbd:split_dim=maybe", "bad value 'maybe' for split_dim"),
+    ("rbd:lr=inf", "bad value 'inf' for lr"),
+    ("rbd:lr=-1", "bad value '-1' for lr"),
+    ("nes:sigma=0", "bad value '0' for sigma"),
+    ("rbd:distribution=cauchy", "bad value 'cauchy' for distribution"),
+])
+def test_bad_options_fail_before_any_run_and_write_nothing(tmp_path, spec, match):
+    with pytest.raises(ValueError, match=match):
+        _run(tmp_path, "bad", "--methods", "sgd", spec, "--epochs", "1")
+    assert not (tmp_path / "bad").exists() and not (tmp_path.parent / "escaped").exists()
+
+
+def test_options_mean_what_they_say():
+    assert experiments.parse_method("rbd:split_dim=false")[1] == {"split_dim": False}
+    model = torch.nn.Linear(3, 2)
+    args = experiments.parser().parse_args(["fc-fmnist"])
+    opt = experiments.make_optimizer("rbd", {"lr": 0.0}, model, experiments.PAPER["fc-fmnist"], args)
+    assert opt.param_groups[0]["lr"] == 0.0  # lr=0 is honoured, not replaced by the paper's
+    nes = experiments.make_optimizer("nes", {"shared_batch": True}, model, experiments.PAPER["fc-fmnist"], args)
+    assert nes.param_groups[0]["lr"] == 0.5 and nes.shared_batch and nes.sigma == 0.01
+
+
+def test_run_folders_stay_inside_out_and_differ_per_spec(tmp_path):
+    specs = ["rbd:lr=0.5", "rbd:lr=0_5", "sgd:lr=../../x", "rbd:compartments=layer,split_dim=true"]
+    folders = [experiments.run_dir(tmp_path, spec, 0) for spec in specs]
+    assert len(set(folders)) == len(specs)
+    assert all(f.resolve().parent == (tmp_path / "_runs").resolve() for f in folders)
+
+
+def test_jobs_run_in_parallel_processes_with_one_thread_at_low_priority(tmp_path):
+    out = _run(tmp_path, "jobs", "--methods", "sgd", "rbd:distribution=rademacher", "--epochs", "1",
+               "--jobs", "2", "--nice", "5")
+    serial = _run(tmp_path, "serial", "--methods", "sgd", "rbd:distribution=rademacher", "--epochs", "1")
+    assert [r["method"] for r in out["runs"]] == ["sgd", "rbd:distribution=rademacher"]
+    for a, b in zip(out["runs"], serial["runs"]):  # the same runs; one thread sums in another order than two
+        assert [r["step"] for r in a["records"]] == [r["step"] for r in b["records"]]
+        assert [r["val_loss"] for r in a["records"]] == pytest.approx([r["val_loss"] for r in b["records"]], rel=1e-4)
+    assert json.load(open(tmp_path / "jobs" / "results.json"))["runs"][1]["status"] == "complete"
+    with pytest.raises(SystemExit):
+        experiments.main(["fc-fmnist", "--jobs", "0"])

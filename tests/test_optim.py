@@ -687,6 +687,80 @@ def test_nes_rejects_bad_or_differing_group_lrs():
     assert opt.size == 5
 
 
+def test_nes_antithetic_pairs_match_the_mirrored_reference():
+    theta = nn.Parameter(torch.linspace(-0.5, 0.5, 40))
+    theta0 = theta.detach().clone()
+    sigma, lr, d = 0.5, 0.3, 6
+    losses = [3.0, 1.0, 2.0, 5.0, 4.0, 0.5]
+    seen = []
+
+    def closure():
+        seen.append(theta.detach().clone())
+        return losses[len(seen) - 1]
+
+    NES([theta], lr=lr, dim=d, sigma=sigma, seed=8, antithetic=True).step(closure)
+    eps = [(s.double() - theta0.double()) / sigma for s in seen]
+    z = rbdlib.RandomBases(8, 0, 0, d // 2, 40, "normal", 1.0).materialize().double()
+    for m in range(d // 2):  # offspring 2m and 2m+1 mirror direction m
+        torch.testing.assert_close(eps[2 * m], z[m], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(eps[2 * m + 1], -z[m], rtol=1e-4, atol=1e-5)
+    order = sorted(range(d), key=lambda i: -losses[i])
+    u = [dict((i, r) for r, i in enumerate(order))[i] / (d - 1) - 0.5 for i in range(d)]
+    expected = theta0.double() + lr / (sigma * d) * sum(ui * e for ui, e in zip(u, eps)) / math.sqrt(40)
+    torch.testing.assert_close(theta.detach().double(), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="dim must be even"):
+        NES([theta], lr=lr, dim=5, antithetic=True)
+
+
+def test_nes_trains_on_real_data_through_train():
+    from rbdlib.data import load_dataset
+    from rbdlib.models import fc
+    from rbdlib.train import train
+
+    ds = load_dataset("digits")
+    for options, min_acc in (({}, 0.3), ({"shared_batch": True}, 0.7)):
+        model = fc(ds.in_shape, seed=0)
+        opt = NES(model.parameters(), lr=0.5, dim=50, sigma=0.01, **options)
+        h = train(model, opt, ds, epochs=1000, max_steps=150, eval_every=150, progress=False)
+        start, end = h.records[0], h.last
+        assert start["step"] == 0 and end["step"] == 150
+        assert end["val_loss"] < start["val_loss"] - 0.4, (options, h.records)
+        assert end["val_acc"] > start["val_acc"] + 0.15 and end["val_acc"] > min_acc, (options, h.records)
+
+
+def test_nes_shared_batch_evaluates_every_offspring_on_one_batch():
+    from rbdlib import train as train_module
+    from rbdlib.data import load_dataset
+
+    ds = load_dataset("digits")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    seen, original = [], train_module._BatchStream.next
+    train_module._BatchStream.next = lambda stream: seen.append(1) or original(stream)
+    try:
+        h = train_module.train(model, NES(model.parameters(), lr=0.1, dim=6, shared_batch=True), ds,
+                               max_steps=3, eval_every=1, progress=False)
+    finally:
+        train_module._BatchStream.next = original
+    assert len(seen) == 3 and h["step"] == [0, 1, 2, 3]  # one batch per step, not one per offspring
+
+
+def test_nes_rejects_what_it_cannot_train_and_changes_nothing():
+    a = nn.Parameter(torch.ones(3))
+    for kwargs, error, match in (({"sigma": math.inf}, ValueError, "sigma"), ({"sigma": True}, ValueError, "sigma"),
+                                 ({"lr": math.inf}, ValueError, "finite"),
+                                 ({"antithetic": 1}, TypeError, "antithetic")):
+        with pytest.raises(error, match=match):
+            NES([a], **{"lr": 0.1, "dim": 4, **kwargs})
+    with pytest.raises(ValueError, match="more than once"):
+        NES([a, a], lr=0.1, dim=4)
+    with pytest.raises(TypeError, match="float32"):
+        NES([nn.Parameter(torch.ones(3, dtype=torch.float16))], lr=0.1, dim=4)
+    opt = NES([a], lr=0.1, dim=4)
+    with pytest.raises(ValueError, match="rbdlib.NES"):
+        opt.load_state_dict(RBD([a], lr=0.1, dim=2).state_dict())
+    assert opt.steps == 0 and torch.equal(a, torch.ones(3))
+
+
 # ------------------------------------------------------------------------------------ real data
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

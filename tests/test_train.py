@@ -64,7 +64,7 @@ def test_same_seed_same_history(digits):
     a, b, c = run(digits, 0, epochs=2), run(digits, 0, epochs=2), run(digits, 1, epochs=2)
     assert without_time(a) == without_time(b) and a.config == b.config
     assert without_time(a) != without_time(c)
-    assert a["epoch"] == [1.0, 2.0] and a["step"] == [34, 68]  # ceil(1079 / 32) = 34 batches per epoch
+    assert a["epoch"] == [0.0, 1.0, 2.0] and a["step"] == [0, 34, 68]  # ceil(1079 / 32) = 34 batches per epoch
 
 
 def test_history_is_json_serialisable(digits):
@@ -122,8 +122,8 @@ def test_closure_optimizer_gets_a_fresh_batch_per_call_and_no_gradients(digits):
         train_module._BatchStream.next = original
     assert optimizer.calls == len(seen) == 15  # 3 steps x (1 + 4 offspring), one batch each
     assert len({tuple(s.tolist()) for s in seen}) == 15
-    assert history["step"] == [1, 2, 3] and history.config["closure"] is True
-    assert history.records[0]["epoch"] == round(5 / 34, 4)  # epochs count batches, not steps
+    assert history["step"] == [0, 1, 2, 3] and history.config["closure"] is True
+    assert history.records[1]["epoch"] == round(5 / 34, 4)  # epochs count batches, not steps
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -139,7 +139,7 @@ def test_callback_can_stop_training_and_divergence_stops_it(digits):
     model = fc(digits.in_shape, seed=0)
     history = train(model, torch.optim.SGD(model.parameters(), lr=0.1), digits, epochs=5, eval_every=3,
                     callback=lambda record, model: record["step"] >= 6, progress=False)  # fmt: skip
-    assert history["step"] == [3, 6] and history.config["stopped_by_callback"]
+    assert history["step"] == [0, 3, 6] and history.config["stopped_by_callback"]
 
     model = fc(digits.in_shape, seed=0)
     history = train(model, torch.optim.SGD(model.parameters(), lr=1e30), digits, epochs=1, progress=False)
