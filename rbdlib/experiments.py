@@ -287,13 +287,13 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
 
 
 def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
-    """The runs of ``tasks`` as far as they got (from each run's ``run.json``), in task order."""
-    runs = []
-    for spec, seed in tasks:
-        status = run_dir(out, spec, seed) / "run.json"
-        if status.exists():
-            runs.append(json.loads(status.read_text()))
-    return runs
+    """Every run under ``out/_runs`` as far as it got (from its ``run.json``): this command's ``tasks`` in
+    their order, then runs that other commands put in the same folder (e.g. more seeds of one method)."""
+    runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/run.json"))]
+    order = {task: i for i, task in enumerate(tasks)}
+    methods = list(dict.fromkeys([spec for spec, _ in tasks] + [r["method"] for r in runs]))
+    return sorted(runs, key=lambda r: (order.get((r["method"], r["seed"]), len(order)),
+                                       methods.index(r["method"]), r["seed"]))
 
 
 def _final(group: list[dict]) -> tuple[int, list[float]]:
@@ -354,8 +354,13 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
 
 
 def write_results(out: Path, name: str, runs: list[dict], config: dict, command: str) -> None:
+    """results.json, results.csv, table.md, accuracy.png and command.txt for ``runs``; the commands of every
+    earlier write into ``out`` are kept, since its runs may come from several commands."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "results.json", json.dumps({"command": command, "runs": runs}, indent=1))
+    before = out / "results.json"
+    commands = json.loads(before.read_text()).get("commands", []) if before.exists() else []
+    commands = list(dict.fromkeys(commands + [command]))
+    _atomic_write(out / "results.json", json.dumps({"commands": commands, "runs": runs}, indent=1))
     text = io.StringIO()
     columns = ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc", "seconds"]
     writer = csv.DictWriter(text, columns)
@@ -365,8 +370,9 @@ def write_results(out: Path, name: str, runs: list[dict], config: dict, command:
             writer.writerow({"config": r["config"], "method": r["method"], "seed": r["seed"],
                              **{k: rec.get(k) for k in columns[3:]}})
     _atomic_write(out / "results.csv", text.getvalue())
-    _atomic_write(out / "table.md", f"Command: `{command}`\n\n" + summary_table(name, runs, config))
-    _atomic_write(out / "command.txt", command + "\n")
+    listed = "\n".join(f"    {c}" for c in commands)
+    _atomic_write(out / "table.md", f"Commands:\n\n{listed}\n\n" + summary_table(name, runs, config))
+    _atomic_write(out / "command.txt", "\n".join(commands) + "\n")
     plot(runs, out / "accuracy.png", name)
 
 
@@ -391,8 +397,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
     p.add_argument("--progress", action="store_true", default=None)
-    p.add_argument("--jobs", type=_positive, default=1,
-                   help="(method, seed) runs in parallel processes, one thread each, at --nice priority")
+    p.add_argument("--jobs", type=_positive, default=None,
+                   help="train the (method, seed) runs in this many worker processes, one thread each, at --nice "
+                        "priority (default: one after another in this process, with all threads)")
     p.add_argument("--nice", type=int, default=10, choices=range(20), metavar="0..19",
                    help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU")
     p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
@@ -445,7 +452,7 @@ def main(argv=None) -> dict:
         args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
     args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if args.world_size > 1:
-        if args.jobs > 1:
+        if args.jobs:
             raise ValueError("--jobs runs processes of its own; it cannot be combined with torchrun")
         from .distributed import init
 
@@ -461,7 +468,7 @@ def main(argv=None) -> dict:
             write_results(out, args.config, runs, config, command)
         return runs
 
-    if args.jobs > 1:
+    if args.jobs:
         _in_parallel(args.config, tasks, config, args, out, report)
         runs = report()
     else:
@@ -469,7 +476,7 @@ def main(argv=None) -> dict:
         runs = [run_one(args.config, spec, seed, ds, config, args, run_dir(out, spec, seed), on_epoch=report)
                 for spec, seed in tasks]
         if writer:
-            write_results(out, args.config, runs, config, command)
+            runs = report()
     if not writer:
         return {"out": str(out), "runs": runs}
     print(f"wrote {out}/table.md, results.json, results.csv, accuracy.png in {time.time() - started:.0f} s")

@@ -210,3 +210,14 @@ def test_jobs_run_in_parallel_processes_with_one_thread_at_low_priority(tmp_path
     assert json.load(open(tmp_path / "jobs" / "results.json"))["runs"][1]["status"] == "complete"
     with pytest.raises(SystemExit):
         experiments.main(["fc-fmnist", "--jobs", "0"])
+
+
+def test_commands_sharing_a_folder_share_its_table(tmp_path):
+    """More seeds of one method and another method, from two commands, end up in one table."""
+    _run(tmp_path, "shared", "--methods", "sgd", "--seeds", "0", "1", "--epochs", "1")
+    both = _run(tmp_path, "shared", "--methods", "rbd", "--epochs", "1")
+    assert [(r["method"], r["seed"]) for r in both["runs"]] == [("rbd", 0), ("sgd", 0), ("sgd", 1)]
+    saved = json.load(open(tmp_path / "shared" / "results.json"))
+    assert len(saved["commands"]) == 2 and len(saved["runs"]) == 3
+    table = (tmp_path / "shared" / "table.md").read_text()
+    assert "| sgd | 101,770 | 1 | 2 |" in table and "| rbd | 20 | 1 | 1 |" in table
