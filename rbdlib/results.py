@@ -1,0 +1,151 @@
+"""The measured results that notebook 08 and the README show, shipped inside the package.
+
+``results/<name>/results.json`` in the repository is what ``rbdlib-experiment`` wrote; a copy of each,
+byte for byte, lives in ``rbdlib/_results/<name>.json`` so that an installed wheel (Colab, Binder, a
+notebook run from any folder) can show them without a checkout. ``python -m rbdlib.results refresh``
+updates the copy, and a test fails whenever it differs from ``results/``.
+
+A run is a dict as the command line writes it: ``config``, ``method``, ``seed``, ``D``, ``coords``,
+``records`` (one per measured epoch; newer runs start with a measured ``epoch: 0`` record of the initial
+weights, with ``train_loss: None``) and, in newer files, ``epochs`` (the target) and ``status``
+("unfinished" while a run is still training, "complete", or "diverged"). Nothing here invents a point:
+curves contain exactly the recorded epochs.
+
+>>> run = {"records": [{"epoch": 0, "val_acc": 0.061}, {"epoch": 1, "val_acc": 0.5}]}
+>>> curve(run)
+([0, 1], [6.1, 50.0])
+>>> final(run)
+(1, 50.0)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["names", "load", "runs", "curve", "curves", "final", "summary", "at_common_epoch", "refresh"]
+
+PACKAGE_DIR = "_results"
+
+
+def _packaged():
+    return resources.files("rbdlib").joinpath(PACKAGE_DIR)
+
+
+def names() -> list[str]:
+    """The result sets shipped with the package, e.g. ``"fc-fmnist"``."""
+    return sorted(p.name[:-5] for p in _packaged().iterdir() if p.name.endswith(".json"))
+
+
+def load(name: str) -> dict:
+    """The ``results.json`` of one result set, as written by ``rbdlib-experiment``.
+
+    Raises ``KeyError`` naming the sets that exist when ``name`` is not one of them.
+    """
+    path = _packaged().joinpath(f"{name}.json")
+    if not path.is_file():
+        raise KeyError(f"no packaged results {name!r}; available: {', '.join(names())}")
+    return json.loads(path.read_text())
+
+
+def _normalised(run: dict) -> dict:
+    """A run with ``epochs`` (its target) and ``status`` filled in for files written before they existed."""
+    last = run["records"][-1]["epoch"] if run["records"] else 0
+    return dict(run, epochs=run.get("epochs", last), status=run.get("status", "complete"))
+
+
+def runs(name: str) -> list[dict]:
+    """Every run of a result set, in the order the command line wrote them."""
+    return [_normalised(r) for r in load(name)["runs"]]
+
+
+def curve(run: dict) -> tuple[list[int], list[float]]:
+    """(epochs, validation accuracy %) exactly as recorded: epoch 0 only if it was measured."""
+    return [r["epoch"] for r in run["records"]], [100 * r["val_acc"] for r in run["records"]]
+
+
+def final(run: dict, epoch: int | None = None) -> tuple[int, float]:
+    """(epoch, validation accuracy %) at ``epoch``, or at the last recorded epoch."""
+    records = run["records"]
+    rec = records[-1] if epoch is None else next(r for r in records if r["epoch"] == epoch)
+    return rec["epoch"], 100 * rec["val_acc"]
+
+
+def summary(name: str) -> list[dict]:
+    """Per method, over its seeds: the last epoch every seed reached, mean and sd of the validation
+    accuracy there (sd is None for one seed), the seeds, coordinates per step, target epochs and status.
+
+    Methods whose runs reached different epochs are compared at the epoch all of them reached, never
+    extrapolated.
+    """
+    out = []
+    all_runs = [r for r in runs(name) if r["records"]]
+    for method in dict.fromkeys(r["method"] for r in all_runs):
+        group = [r for r in all_runs if r["method"] == method]
+        epoch = min(r["records"][-1]["epoch"] for r in group)
+        accs = [final(r, epoch)[1] for r in group]
+        out.append(dict(method=method, epoch=epoch, mean=statistics.mean(accs),
+                        sd=statistics.stdev(accs) if len(accs) > 1 else None, seeds=[r["seed"] for r in group],
+                        coords=group[0]["coords"], D=group[0]["D"], target=max(r["epochs"] for r in group),
+                        status=", ".join(sorted({r["status"] for r in group}))))
+    return out
+
+
+def at_common_epoch(name: str) -> tuple[int, dict[str, float]]:
+    """The last epoch every run of a result set reached, and each method's mean accuracy (%) there: the
+    fair comparison while some runs are still training."""
+    all_runs = [r for r in runs(name) if r["records"]]
+    epoch = min(r["records"][-1]["epoch"] for r in all_runs)
+    accs: dict[str, list[float]] = {}
+    for r in all_runs:
+        accs.setdefault(r["method"], []).append(final(r, epoch)[1])
+    return epoch, {method: statistics.mean(a) for method, a in accs.items()}
+
+
+def curves(name: str) -> dict[str, tuple[list[int], list[float], list[float] | None]]:
+    """Per method: (epochs, mean accuracy %, sd or None for one seed) over the epochs all its seeds
+    recorded; only measured points, epoch 0 included where it was measured."""
+    out = {}
+    all_runs = [r for r in runs(name) if r["records"]]
+    for method in dict.fromkeys(r["method"] for r in all_runs):
+        group = [curve(r) for r in all_runs if r["method"] == method]
+        shared = sorted(set.intersection(*(set(epochs) for epochs, _ in group)))
+        values = [[dict(zip(epochs, acc))[e] for e in shared] for epochs, acc in group]
+        mean = [statistics.mean(v) for v in zip(*values)]
+        sd = [statistics.stdev(v) for v in zip(*values)] if len(group) > 1 else None
+        out[method] = (shared, mean, sd)
+    return out
+
+
+def refresh(results_dir: str | Path = "results", package_dir: str | Path | None = None) -> list[str]:
+    """Copy every ``results_dir/<name>/results.json`` to the package's ``_results/<name>.json`` (and
+    remove packaged sets that no longer exist); returns the names copied. Run from a checkout."""
+    results_dir = Path(results_dir)
+    target = Path(package_dir) if package_dir else Path(__file__).parent / PACKAGE_DIR
+    sources = {p.parent.name: p for p in sorted(results_dir.glob("*/results.json"))}
+    if not sources:
+        raise FileNotFoundError(f"no */results.json under {results_dir.resolve()}; run this from the repository root")
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.json"):
+        if old.stem not in sources:
+            old.unlink()
+    for name, path in sources.items():
+        shutil.copyfile(path, target / f"{name}.json")
+    return list(sources)
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["refresh"] or len(argv) > 2:
+        raise SystemExit("usage: python -m rbdlib.results refresh [RESULTS_DIR]   (copies results/*/results.json "
+                         "into the package)")
+    copied = refresh(*argv[1:])
+    print(f"packaged {len(copied)} result sets: {', '.join(copied)}")
+
+
+if __name__ == "__main__":
+    main()

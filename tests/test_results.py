@@ -1,0 +1,82 @@
+"""rbdlib.results: the packaged copy of results/ cannot drift, and the loader never invents a point."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rbdlib import results
+
+REPO = Path(__file__).parents[1]
+
+
+def test_packaged_results_equal_the_repository_results():
+    folders = sorted(p.parent.name for p in (REPO / "results").glob("*/results.json"))
+    assert results.names() == folders, "run `python -m rbdlib.results refresh` after changing results/"
+    for name in folders:
+        packaged = (REPO / "rbdlib" / "_results" / f"{name}.json").read_bytes()
+        assert packaged == (REPO / "results" / name / "results.json").read_bytes(), \
+            f"rbdlib/_results/{name}.json differs from results/{name}/results.json: " \
+            "run `python -m rbdlib.results refresh`"
+
+
+def _rec(epoch, acc, train_loss=1.0):
+    return dict(epoch=epoch, step=100 * epoch, train_loss=train_loss, val_loss=1.0, val_acc=acc, seconds=float(epoch))
+
+
+@pytest.fixture
+def packaged(tmp_path, monkeypatch):
+    """A package directory with one legacy set (no status, no epoch 0) and one set of newer runs:
+    two seeds of rbd (one unfinished), one of sgd, all starting from a measured epoch 0."""
+    monkeypatch.setattr(results, "_packaged", lambda: tmp_path)
+    legacy = {"command": "old", "runs": [dict(config="fc-fmnist", method="sgd", seed=0, D=10, coords=None,
+                                             test_acc=None, records=[_rec(1, 0.7), _rec(2, 0.8)])]}
+    base = dict(config="fc-fmnist", D=10, coords=5, epochs=100, test_acc=None)
+    new = {"commands": ["new"], "runs": [
+        dict(base, method="rbd", seed=0, status="unfinished",
+             records=[_rec(0, 0.06, None), _rec(1, 0.5), _rec(2, 0.6), _rec(3, 0.65)]),
+        dict(base, method="rbd", seed=1, status="unfinished",
+             records=[_rec(0, 0.08, None), _rec(1, 0.52), _rec(2, 0.58)]),
+        dict(base, method="sgd", seed=0, status="complete", epochs=3,
+             records=[_rec(0, 0.1, None), _rec(1, 0.7), _rec(2, 0.75), _rec(3, 0.8)])]}
+    (tmp_path / "legacy.json").write_text(json.dumps(legacy))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    return tmp_path
+
+
+def test_legacy_runs_are_complete_and_start_where_they_were_measured(packaged):
+    assert results.names() == ["legacy", "new"]
+    (run,) = results.runs("legacy")
+    assert run["status"] == "complete" and run["epochs"] == 2
+    assert results.curve(run) == ([1, 2], [70.0, 80.0])   # no epoch-0 point that was never measured
+
+
+def test_epoch_zero_and_partial_runs(packaged):
+    rbd0 = results.runs("new")[0]
+    assert results.curve(rbd0)[0] == [0, 1, 2, 3]
+    assert results.final(rbd0) == (3, 65.0)
+    rows = {s["method"]: s for s in results.summary("new")}
+    # rbd: seed 1 reached epoch 2 only, so both seeds are compared at epoch 2, never extrapolated
+    assert rows["rbd"]["epoch"] == 2 and rows["rbd"]["seeds"] == [0, 1] and rows["rbd"]["status"] == "unfinished"
+    assert rows["rbd"]["mean"] == pytest.approx(59.0) and rows["rbd"]["sd"] == pytest.approx(1.4142, abs=1e-4)
+    assert rows["rbd"]["target"] == 100 and rows["sgd"]["sd"] is None
+    epochs, mean, sd = results.curves("new")["rbd"]
+    assert epochs == [0, 1, 2] and mean == pytest.approx([7.0, 51.0, 59.0]) and len(sd) == 3
+    assert results.at_common_epoch("new") == (2, pytest.approx({"rbd": 59.0, "sgd": 75.0}))
+
+
+def test_unknown_set_names_the_available_ones(packaged):
+    with pytest.raises(KeyError, match="available: legacy, new"):
+        results.load("nope")
+
+
+def test_refresh_copies_and_prunes(tmp_path):
+    src = tmp_path / "results"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "results.json").write_text('{"runs": []}')
+    target = tmp_path / "pkg"
+    target.mkdir()
+    (target / "stale.json").write_text("{}")
+    assert results.refresh(src, target) == ["a"]
+    assert sorted(p.name for p in target.iterdir()) == ["a.json"]
+    assert (target / "a.json").read_text() == '{"runs": []}'
