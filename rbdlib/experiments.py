@@ -8,7 +8,8 @@
 
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
 ``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25`` or
-``nes:shared_batch=true,antithetic=true,sigma=0.01``. Learning rates default to the paper's (``PAPER``; NES
+``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``width=512`` (any method) widens the FC network's hidden
+layer. Learning rates default to the paper's (``PAPER``; NES
 takes the configuration's rbd rate, as the reference code does); d defaults to 250. Each option is checked
 for its method and value before any run starts.
 
@@ -71,6 +72,8 @@ METHODS = ("sgd", "fpd", "rbd", "nes")
 _BASES = {"lr", "dim", "compartments", "distribution", "split_dim"}
 USES = {"sgd": {"lr"}, "fpd": _BASES, "rbd": _BASES | {"redraw"},
         "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
+for _uses in USES.values():
+    _uses |= {"width"}  # the network's: hidden units of the fc network (a width sweep in one folder)
 
 
 def _flag(value: str) -> bool:
@@ -110,7 +113,8 @@ def _distribution(value: str) -> str:
 
 _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distribution": _distribution,
             "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
-            "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag}
+            "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag,
+            "width": _positive}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -140,8 +144,13 @@ def parse_method(spec: str) -> tuple[str, dict]:
     return name, options
 
 
+def make_model(options: dict, config: dict, dataset, seed: int | None = None) -> torch.nn.Module:
+    return models.build(config["model"], dataset, seed=seed, width=options.get("width"))
+
+
 def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: dict, args) -> torch.optim.Optimizer:
     options = dict(options)
+    options.pop("width", None)
     lr = options.pop("lr", None)
     if method == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr)
@@ -218,7 +227,7 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
     "diverged") once it ended, when the checkpoint is deleted. Both are replaced atomically every epoch.
     """
     method, options = parse_method(spec)
-    model = models.build(config["model"], ds, seed=seed)
+    model = make_model(options, config, ds, seed)
     opt = make_optimizer(method, options, model, config, args)
     rank = 0
     if args.world_size > 1:
@@ -447,7 +456,7 @@ def main(argv=None) -> dict:
     command = "rbdlib-experiment " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     for spec in args.methods:  # fail before any training on a bad method, option or value
         method, options = parse_method(spec)
-        make_optimizer(method, options, models.build(config["model"], config["dataset"]), config, args)
+        make_optimizer(method, options, make_model(options, config, config["dataset"]), config, args)
     if args.smoke:
         args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
     args.world_size = int(os.environ.get("WORLD_SIZE", "1"))

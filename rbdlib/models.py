@@ -63,15 +63,18 @@ def _check_shape(in_shape: Sequence[int], who: str) -> tuple[int, int, int]:
     return tuple(int(s) for s in in_shape)  # type: ignore[return-value]
 
 
-def fc(in_shape: Sequence[int] = (1, 28, 28), classes: int = 10, seed: int | None = None) -> nn.Sequential:
-    """The paper's fully connected network: Flatten, Dense 128 ReLU, Dense ``classes``.
+def fc(in_shape: Sequence[int] = (1, 28, 28), classes: int = 10, seed: int | None = None,
+       hidden: int = 128) -> nn.Sequential:
+    """The paper's fully connected network: Flatten, Dense ``hidden`` (the paper: 128) ReLU, Dense ``classes``.
 
-    >>> count_parameters(fc((3, 32, 32)))
-    394634
+    >>> count_parameters(fc((3, 32, 32))), count_parameters(fc(hidden=512))
+    (394634, 407050)
     """
     c, h, w = _check_shape(in_shape, "fc")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"fc: hidden must be a positive number of units, got {hidden!r}")
     with _seeded(seed):
-        model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 128), nn.ReLU(), nn.Linear(128, classes))
+        model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, classes))
         return keras_init_(model)
 
 
@@ -159,16 +162,20 @@ def input_shape(dataset: object) -> tuple[int, int, int]:
 
 
 def build(
-    name: str, dataset: object = "fashion-mnist", classes: int = 10, seed: int | None = None
+    name: str, dataset: object = "fashion-mnist", classes: int = 10, seed: int | None = None,
+    width: int | None = None,
 ) -> nn.Module:
-    """Build network ``name`` ("fc", "cnn" or "resnet8") for a dataset name, ``(C, H, W)`` or ``Dataset``.
+    """Build network ``name`` ("fc", "cnn" or "resnet8") for a dataset name, ``(C, H, W)`` or ``Dataset``;
+    ``width`` sets the FC network's hidden units (default the paper's 128).
 
     >>> count_parameters(build("fc", "mnist", seed=0))
     101770
     """
     shape = input_shape(dataset)
+    if width is not None and name != "fc":
+        raise ValueError(f"width sets the hidden units of the fc network; {name!r} has no such option")
     if name == "fc":
-        return fc(shape, classes, seed)
+        return fc(shape, classes, seed, 128 if width is None else width)
     if name == "cnn":
         return cnn(shape, classes, seed)
     if name == "resnet8":

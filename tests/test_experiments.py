@@ -175,6 +175,7 @@ def test_checkpoints_load_without_running_code_and_are_checked(tmp_path):
     ("rbd:lr=-1", "bad value '-1' for lr"),
     ("nes:sigma=0", "bad value '0' for sigma"),
     ("rbd:distribution=cauchy", "bad value 'cauchy' for distribution"),
+    ("rbd:width=0", "bad value '0' for width"),
 ])
 def test_bad_options_fail_before_any_run_and_write_nothing(tmp_path, spec, match):
     with pytest.raises(ValueError, match=match):
@@ -221,3 +222,10 @@ def test_commands_sharing_a_folder_share_its_table(tmp_path):
     assert len(saved["commands"]) == 2 and len(saved["runs"]) == 3
     table = (tmp_path / "shared" / "table.md").read_text()
     assert "| sgd | 101,770 | 1 | 2 |" in table and "| rbd | 20 | 1 | 1 |" in table
+
+
+def test_width_sweeps_the_fc_network_in_one_folder(tmp_path):
+    runs = _run(tmp_path, "width", "--methods", "sgd", "sgd:width=32", "--epochs", "1")["runs"]
+    assert [r["D"] for r in runs] == [101_770, 784 * 32 + 32 + 32 * 10 + 10]
+    with pytest.raises(ValueError, match="width sets the hidden units of the fc network"):
+        experiments.main(["cnn-fmnist", "--smoke", "--methods", "sgd:width=32", "--out", str(tmp_path / "cnn")])

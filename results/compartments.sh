@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Compartments tested fairly at the paper's budget (issue 14): FC-Fashion-MNIST, 100 epochs, 3 seeds, +-1 bases.
+# One basis of d = 250 directions is the `rbd:distribution=rademacher` run of results/fc-fmnist (same config).
+#  equal coordinates (d = 250 shared out) and equal expected step: a compartment with d_k directions moves by
+#    lr * d_k / D in expectation, so lr is multiplied by d / d_k (2 layers: 125 each, lr x 2; 25,000-parameter
+#    chunks: 5 of them, 50 each, lr x 5);
+#  equal cost (the same d x D random numbers per step as one basis): d = 250 directions in every compartment.
+# Resumable like results/reproduce.sh: run it again in every session until all runs are complete.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+X="${PYTHON:-.venv/bin/python} -m rbdlib.experiments"
+mkdir -p results/logs
+R=rbd:distribution=rademacher
+$X fc-fmnist --seeds 0 1 2 --jobs 1 --nice 19 --out results/fc-fmnist-compartments --methods \
+   $R,compartments=layer,split_dim=true,lr=1.0 $R,compartments=25000,split_dim=true,lr=2.5 \
+   $R,compartments=layer $R,compartments=25000 $R,compartments=tensor \
+   >> results/logs/fc-fmnist-compartments.log 2>&1
