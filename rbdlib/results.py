@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
@@ -38,7 +39,10 @@ def _packaged():
 
 def names() -> list[str]:
     """The result sets shipped with the package, e.g. ``"fc-fmnist"``."""
-    return sorted(p.name[:-5] for p in _packaged().iterdir() if p.name.endswith(".json"))
+    folder = _packaged()
+    if not folder.is_dir():   # no result set committed yet: the wheel has no _results folder
+        return []
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def load(name: str) -> dict:
@@ -48,7 +52,7 @@ def load(name: str) -> dict:
     """
     path = _packaged().joinpath(f"{name}.json")
     if not path.is_file():
-        raise KeyError(f"no packaged results {name!r}; available: {', '.join(names())}")
+        raise KeyError(f"no packaged results {name!r}; available: {', '.join(names()) or 'none'}")
     return json.loads(path.read_text())
 
 
@@ -121,14 +125,18 @@ def curves(name: str) -> dict[str, tuple[list[int], list[float], list[float] | N
     return out
 
 
-def refresh(results_dir: str | Path = "results", package_dir: str | Path | None = None) -> list[str]:
-    """Copy every ``results_dir/<name>/results.json`` to the package's ``_results/<name>.json`` (and
-    remove packaged sets that no longer exist); returns the names copied. Run from a checkout."""
+def refresh(results_dir: str | Path = "results", package_dir: str | Path | None = None,
+            only: list[str] | None = None) -> list[str]:
+    """Copy every ``results_dir/<name>/results.json`` (or those named in ``only``) to the package's
+    ``_results/<name>.json``, and remove packaged sets not copied; returns the names copied. Run from a
+    checkout; ``python -m rbdlib.results refresh`` copies the sets git tracks (not runs still writing into
+    an untracked folder)."""
     results_dir = Path(results_dir)
     target = Path(package_dir) if package_dir else Path(__file__).parent / PACKAGE_DIR
-    sources = {p.parent.name: p for p in sorted(results_dir.glob("*/results.json"))}
-    if not sources:
-        raise FileNotFoundError(f"no */results.json under {results_dir.resolve()}; run this from the repository root")
+    sources = {p.parent.name: p for p in sorted(results_dir.glob("*/results.json"))
+               if only is None or p.parent.name in only}
+    if not results_dir.is_dir():
+        raise FileNotFoundError(f"no folder {results_dir.resolve()}; run this from the repository root")
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.json"):
         if old.stem not in sources:
@@ -143,7 +151,15 @@ def main(argv=None) -> None:
     if argv[:1] != ["refresh"] or len(argv) > 2:
         raise SystemExit("usage: python -m rbdlib.results refresh [RESULTS_DIR]   (copies results/*/results.json "
                          "into the package)")
-    copied = refresh(*argv[1:])
+    results_dir = Path(argv[1] if len(argv) > 1 else "results")
+    only = None
+    try:  # in a git checkout: only the result sets that are committed (or staged)
+        listed = subprocess.run(["git", "ls-files", "*/results.json"], cwd=results_dir, capture_output=True,
+                                text=True, check=True).stdout.split()
+        only = [Path(p).parent.name for p in listed]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    copied = refresh(results_dir, only=only)
     print(f"packaged {len(copied)} result sets: {', '.join(copied)}")
 
 
