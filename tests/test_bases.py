@@ -18,6 +18,7 @@ import torch
 import rbdlib
 from rbdlib import RandomBases
 from rbdlib import philox as ref
+from rbdlib.kernels import cpu
 
 DISTS = ref.DISTRIBUTIONS
 
@@ -104,20 +105,33 @@ def test_project_non_contiguous_and_requires_grad():
 
 # ---------------------------------------------------------------- invariances
 @pytest.mark.parametrize("distribution", DISTS)
-def test_thread_count_invariance(distribution):
+def test_thread_count_invariance(distribution, monkeypatch):
+    """torch.set_num_threads governs the kernels; any count gives the same bits (every call is split here)."""
+    monkeypatch.setattr(cpu, "MIN_WORK", 1)  # split even small calls into tasks
     b = RandomBases(seed=9, step=1, compartment=0, dim=70, size=20_011, distribution=distribution)
     g = torch.randn(20_011, generator=torch.Generator().manual_seed(3))
     c_in = torch.randn(70, generator=torch.Generator().manual_seed(4))
     results = []
+    previous = torch.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            assert cpu.threads() == n
+            results.append((b.project(g), b.expand(c_in), b.materialize([0, 33, 69, 5, 6])))
+    finally:
+        torch.set_num_threads(previous)
+    for one, *others in zip(*results, strict=True):
+        for other in others:
+            np.testing.assert_array_equal(bits(one), bits(other))
+
+
+def test_set_threads_is_torchs_knob():
     previous = rbdlib.set_threads(1)
     try:
-        for n in (1, 2):
-            rbdlib.set_threads(n)
-            results.append((b.project(g), b.expand(c_in), b.materialize([0, 33, 69])))
+        assert torch.get_num_threads() == 1 and cpu.threads() == 1
+        assert rbdlib.set_threads(None) == 1 and torch.get_num_threads() >= 1
     finally:
-        rbdlib.set_threads(previous)
-    for one, two in zip(*results, strict=True):
-        np.testing.assert_array_equal(bits(one), bits(two))
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("distribution", DISTS)

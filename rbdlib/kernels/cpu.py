@@ -1,7 +1,7 @@
 """Fused CPU kernels (Numba): generate basis elements tile by tile and use them at once.
 
-``project``: c_i = scale * sum_j z_i[j] g[j]        (one task per (direction, tile))
-``expand`` : delta[j] = scale * sum_i c_i z_i[j]    (one task per tile, all directions)
+``project``: c_i = scale * sum_j z_i[j] g[j]        (tasks: ranges of tiles, all directions)
+``expand`` : delta[j] = scale * sum_i c_i z_i[j]    (tasks: ranges of tiles, all directions)
 
 Every element is made from its address (see :mod:`rbdlib.philox`) inside a tile of ``TILE``
 elements that lives in L1 cache; no ``dim x size`` matrix ever exists. Extra memory is
@@ -21,15 +21,16 @@ which would keep the transforms scalar.
 
 from __future__ import annotations
 
-import numba as nb
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-from numba import njit, prange
+import torch
+from numba import njit
 
 from .. import philox as ref
 
 TILE = 2048  # elements per tile: a multiple of 128 (one Rademacher block) and small enough for L1
-CHUNK = 64  # directions per project task (tasks only split work; they never change a sum)
-WORKERS = 64  # parallel workers in project; each handles every WORKERS-th task
 FLUSH = 64  # expand adds this many directions in float32 before moving the sum to float64
 NORMAL, UNIFORM, RADEMACHER = 0, 1, 2
 CODES = {"normal": NORMAL, "uniform": UNIFORM, "rademacher": RADEMACHER}
@@ -182,51 +183,51 @@ def _dot(buf, g, j0, n):
     return np.float64(acc)
 
 
-@njit(parallel=True, **_jit)
-def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
-    """out[i] = scale * <z_{offset+i}, g> for i < dim (float64)."""
+@njit(**_jit)
+def _project_tiles(g, dim, dist, seed0, seed1, step, compartment, offset, partial, tile0, tile1):
+    """partial[i, tile] = <z_{offset+i}, g> over one tile, for every direction and tiles tile0 .. tile1-1."""
     size = g.shape[0]
     per = 128 if dist == RADEMACHER else 4
-    ntiles = (size + TILE - 1) // TILE
-    nchunks = (dim + CHUNK - 1) // CHUNK
-    ntasks = ntiles * nchunks  # a task: one tile of g, CHUNK directions
-    partial = np.empty((dim, ntiles), np.float64)
-    for worker in prange(min(ntasks, WORKERS)):  # scratch per worker, not per task
-        buf = np.empty(TILE, np.float32)
-        bits = np.empty(TILE // 32, np.uint32)
-        lanes = np.empty(32, np.float32)
-        for task in range(worker, ntasks, WORKERS):
-            tile, chunk = task % ntiles, task // ntiles
-            j0 = tile * TILE
-            n = min(TILE, size - j0)
-            for i in range(chunk * CHUNK, min(dim, (chunk + 1) * CHUNK)):
-                if dist == RADEMACHER:  # signs stay bits: no float tile is written
-                    _words(bits, j0 // 128, (n + 127) // 128, offset + i, compartment, step, seed0, seed1)
-                    partial[i, tile] = _signed_dot(bits, g, j0, n, lanes)
-                else:
-                    fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
-                    partial[i, tile] = _dot(buf, g, j0, n)
-    for i in prange(dim):
+    buf = np.empty(TILE, np.float32)
+    bits = np.empty(TILE // 32, np.uint32)
+    lanes = np.empty(32, np.float32)
+    for tile in range(tile0, tile1):
+        j0 = tile * TILE
+        n = min(TILE, size - j0)
+        for i in range(dim):
+            if dist == RADEMACHER:  # signs stay bits: no float tile is written
+                _words(bits, j0 // 128, (n + 127) // 128, offset + i, compartment, step, seed0, seed1)
+                partial[i, tile] = _signed_dot(bits, g, j0, n, lanes)
+            else:
+                fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
+                partial[i, tile] = _dot(buf, g, j0, n)
+
+
+@njit(**_jit)
+def _sum_tiles(partial, scale, out):
+    """out[i] = scale * (tile sums of direction i added in tile order), in float64."""
+    for i in range(partial.shape[0]):
         acc = 0.0
-        for tile in range(ntiles):
+        for tile in range(partial.shape[1]):
             acc += partial[i, tile]
         out[i] = acc * scale
 
 
-@njit(parallel=True, **_jit)
-def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
-    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j < size (float32 output, float64 sums)."""
+@njit(**_jit)
+def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale, out, tile0, tile1):
+    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j in tiles tile0 .. tile1-1."""
     dim = c.shape[0]
     per = 128 if dist == RADEMACHER else 4
-    ntiles = (size + TILE - 1) // TILE
-    for tile in prange(ntiles):  # few tasks (one per tile), so scratch is allocated per task
+    buf = np.empty(TILE, np.float32)
+    bits = np.empty(TILE // 32, np.uint32)
+    acc = np.empty(TILE, np.float32)  # float32 sums over at most FLUSH directions,
+    total = np.empty(TILE, np.float64)  # then float64 across those groups
+    for tile in range(tile0, tile1):
         j0 = tile * TILE
         n = min(TILE, size - j0)
         nblocks = (n + per - 1) // per
-        buf = np.empty(TILE, np.float32)
-        bits = np.empty(TILE // 32, np.uint32)
-        acc = np.zeros(TILE, np.float32)  # float32 sums over at most FLUSH directions,
-        total = np.zeros(TILE, np.float64)  # then float64 across those groups
+        acc[:] = 0
+        total[:] = 0
         for i in range(dim):
             ci = np.float32(c[i])
             if dist == RADEMACHER:  # acc += +-ci for whole words (past n only pads the tile)
@@ -248,19 +249,81 @@ def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
             dst[e] = total[e] * scale
 
 
-@njit(parallel=True, **_jit)
-def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
-    """out[r, :] = unscaled direction rows[r] (float32); for teaching and tests."""
+@njit(**_jit)
+def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, row0, row1):
     per = 128 if dist == RADEMACHER else 4
     nblocks = (size + per - 1) // per
-    for r in prange(rows.shape[0]):
-        buf = np.empty(nblocks * per, np.float32)
+    buf = np.empty(nblocks * per, np.float32)
+    for r in range(row0, row1):
         fill(buf, dist, 0, nblocks, rows[r], compartment, step, seed0, seed1)
         out[r, :] = buf[:size]
 
 
+# ---------------------------------------------------------------- threads
+# The kernels above are serial and release the GIL. Parallel work is a list of tasks (ranges of
+# tiles or rows) that the calling thread and a few pool threads take in turn from one counter, so
+# a thread that the OS holds back (another process, torch's own workers) just takes fewer tasks.
+# Idle pool threads sleep on a lock; nothing spins. The thread count is torch's, read at every
+# call: ``torch.set_num_threads(n)`` is the one knob for torch and these kernels alike.
+MIN_WORK = 1 << 20  # basis elements below which a call runs on the calling thread alone
+TASKS_PER_THREAD = 4  # more tasks than threads, so that a held-back thread does not hold the call
+_pool: ThreadPoolExecutor | None = None
+
+
+def threads() -> int:
+    """The number of threads the kernels use: torch's intra-op thread count."""
+    return max(1, torch.get_num_threads())
+
+
+def _parallel(kernel, ntasks: int, work: int, args: tuple) -> None:
+    """Run ``kernel(*args, start, stop)`` over [0, ntasks) in chunks, on up to threads() threads."""
+    global _pool
+    n = min(threads(), ntasks, max(1, work // MIN_WORK))
+    if n <= 1:
+        kernel(*args, 0, ntasks)
+        return
+    step = -(-ntasks // (n * TASKS_PER_THREAD))
+    starts = iter(range(0, ntasks, step))  # next() on a range iterator is atomic under the GIL
+
+    def drain():
+        for s in starts:
+            kernel(*args, s, min(s + step, ntasks))
+
+    if _pool is None or _pool._max_workers < n - 1:
+        _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="rbdlib")
+    helpers = [_pool.submit(drain) for _ in range(n - 1)]
+    drain()
+    for h in helpers:
+        h.result()
+
+
+def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
+    """out[i] = scale * <z_{offset+i}, g> for i < dim (float64)."""
+    ntiles = (g.shape[0] + TILE - 1) // TILE
+    partial = np.empty((dim, ntiles), np.float64)
+    _parallel(_project_tiles, ntiles, dim * g.shape[0],
+              (g, dim, dist, seed0, seed1, step, compartment, offset, partial))
+    _sum_tiles(partial, scale, out)
+
+
+def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
+    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j < size (float32 output, float64 sums)."""
+    _parallel(_expand_tiles, (size + TILE - 1) // TILE, c.shape[0] * size,
+              (c, size, dist, seed0, seed1, step, compartment, offset, scale, out))
+
+
+def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
+    """out[r, :] = unscaled direction rows[r] (float32); for teaching and tests."""
+    _parallel(_materialize_rows, rows.shape[0], rows.shape[0] * size,
+              (rows, size, dist, seed0, seed1, step, compartment, out))
+
+
 def set_threads(n: int | None) -> int:
-    """Set the number of CPU threads the kernels use (None: all); returns the previous value."""
-    previous = nb.get_num_threads()
-    nb.set_num_threads(nb.config.NUMBA_NUM_THREADS if n is None else n)
+    """Set torch's thread count, which the kernels follow (None: all cores); returns the previous value.
+
+    The same as ``torch.set_num_threads(n)``, kept for code written against earlier versions."""
+    previous = torch.get_num_threads()
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(n)
     return previous
