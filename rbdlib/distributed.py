@@ -58,7 +58,8 @@ import traceback
 import torch
 import torch.distributed as dist
 
-from .optim import RBD
+from .bases import RandomBases
+from .optim import RBD, _add
 
 SCHEMES = ("shared", "independent")
 FLOAT_BYTES = 4
@@ -231,6 +232,19 @@ def _digest(data: bytes) -> int:
 
 def _signed(u: int) -> int:
     return u - 2**64 if u >= 2**63 else u
+
+
+def _apply(opt: RBD, k: int, coords: torch.Tensor, frozen) -> torch.Tensor:
+    """theta <- theta - lr * P c over compartment k, where P holds the directions of all workers
+    (``len(coords)`` of them, from direction 0); returns P c. One expand instead of one per worker."""
+    b = opt.bases(k)
+    delta = RandomBases(b.seed, b.step, b.compartment, len(coords), b.size, b.distribution, b.scale).expand(coords)
+    at = 0
+    for i, lo, hi in opt.layout[k]:
+        if i not in frozen:
+            _add(opt.params[i], lo, hi, delta[at:at + hi - lo], -opt.param_groups[opt._group_of[i]]["lr"])
+        at += hi - lo
+    return delta
 
 
 class DistributedRBD:
@@ -416,15 +430,9 @@ class DistributedRBD:
             mean = list(torch.split(messages[0][:n] / self.world_size, split))
             deltas = opt.apply(mean, worker=0, frozen=frozen)
             logged = mean
-        else:
-            weight = 1.0 / self.world_size
-            deltas = None
-            for w, m in enumerate(messages):  # rank order on every rank: bit-identical results
-                d = opt.apply(list(torch.split(m[:n], split)), worker=w, weight=weight, frozen=frozen)
-                if deltas is None:
-                    deltas = [x * weight for x in d]
-                else:
-                    deltas = [a.add_(x, alpha=weight) for a, x in zip(deltas, d, strict=True)]
+        else:  # worker w's directions are w*d_k ... (w+1)*d_k - 1, so all workers' updates are one expand
+            parts = [torch.split(m[:n] / self.world_size, split) for m in messages]  # rank order: same bits
+            deltas = [_apply(opt, k, torch.cat([p[k] for p in parts]), frozen) for k in range(len(split))]
             logged = coords
         self.seconds["expand"] += time.perf_counter() - t2
         opt.finish(logged, grads, deltas, frozen)  # its cosine: the applied step against this rank's gradient
