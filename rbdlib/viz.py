@@ -13,6 +13,20 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 
+# One colour per method in every figure of every notebook, so a method is recognised at a glance.
+METHOD_COLORS = {"sgd": "tab:blue", "rbd": "tab:orange", "fpd": "tab:green", "nes": "tab:red"}
+
+
+def method_color(label: str) -> str:
+    """The colour of a method, from a label such as ``"rbd:distribution=rademacher"``, ``"FPD (d = 1)"`` or
+    ``"SGD"``; grey for anything else.
+
+    >>> method_color("rbd:distribution=rademacher"), method_color("SGD"), method_color("other")
+    ('tab:orange', 'tab:blue', 'tab:gray')
+    """
+    head = label.split(":")[0].split()[0].lower() if label.strip() else ""
+    return METHOD_COLORS.get(head, "tab:gray")
+
 
 # ---------------------------------------------------------------- 01 welcome, 02 random subspaces
 def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy"):
