@@ -118,6 +118,12 @@ def _sign(word, e):
     return _F(np.int32(((word >> e) & 1) * 2 - 1))
 
 
+# BIT[e] = 1 << e as int32: "word & BIT[e]" tests bit e of an int32 word in 32-bit SIMD lanes (a shift by the
+# lane index would widen to 64-bit lanes), and "x if test else -x" is a select there: 2-3x faster than
+# multiplying by _sign, with the same values (x * +-1 is exact).
+BIT = np.array([1 << e for e in range(31)] + [-(1 << 31)], np.int32)
+
+
 @njit(inline="always", **_jit)
 def _words(bits, block0, nblocks, i, k, t, k0, k1):
     """Rademacher: the 4 Philox words of each block (128 signs, bit e of word q = element 32 q + e) into bits."""
@@ -157,16 +163,19 @@ def _signed_dot(bits, g, j0, n, lanes):
     """sum_e s_e g[j0 + e] over one tile, s_e = +-1 from bit e of bits: exact sign flips added into
     32 float32 lanes (lane e takes elements e, e + 32, ...), then the lanes added in order in float64."""
     tile = g[j0:j0 + n]
+    words = bits.view(np.int32)
     lanes[:] = 0
     full = n // 32
     for w in range(full):
-        word = np.int64(bits[w])
+        word = words[w]
         for e in range(32):
-            lanes[e] += tile[32 * w + e] * _sign(word, e)
+            x = tile[32 * w + e]
+            lanes[e] += x if word & BIT[e] else -x
     if n > 32 * full:  # the last tile's partial word
-        word = np.int64(bits[full])
+        word = words[full]
         for e in range(n - 32 * full):
-            lanes[e] += tile[32 * full + e] * _sign(word, e)
+            x = tile[32 * full + e]
+            lanes[e] += x if word & BIT[e] else -x
     acc = 0.0
     for e in range(32):
         acc += lanes[e]
@@ -220,6 +229,7 @@ def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale,
     per = 128 if dist == RADEMACHER else 4
     buf = np.empty(TILE, np.float32)
     bits = np.empty(TILE // 32, np.uint32)
+    words = bits.view(np.int32)
     acc = np.empty(TILE, np.float32)  # float32 sums over at most FLUSH directions,
     total = np.empty(TILE, np.float64)  # then float64 across those groups
     for tile in range(tile0, tile1):
@@ -232,10 +242,11 @@ def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale,
             ci = np.float32(c[i])
             if dist == RADEMACHER:  # acc += +-ci for whole words (past n only pads the tile)
                 _words(bits, j0 // 128, nblocks, offset + i, compartment, step, seed0, seed1)
+                neg = -ci
                 for w in range(4 * nblocks):
-                    word = np.int64(bits[w])
+                    word = words[w]
                     for e in range(32):
-                        acc[32 * w + e] += ci * _sign(word, e)
+                        acc[32 * w + e] += ci if word & BIT[e] else neg
             else:
                 fill(buf, dist, j0 // per, nblocks, offset + i, compartment, step, seed0, seed1)
                 for e in range(n):
