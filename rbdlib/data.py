@@ -25,6 +25,7 @@ import os
 import struct
 import tarfile
 import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+
+from ._progress import bar as progress_bar
 
 __all__ = [
     "Dataset",
@@ -214,6 +216,7 @@ def _download(remote: RemoteFile, dest_dir: Path, progress: bool | None) -> Path
     """Fetch ``remote`` into ``dest_dir``, trying each mirror; keep it only if its SHA-256 matches."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.filename
+    _remove_stale_parts(dest)
     failures = []
     for url in remote.urls:
         try:
@@ -222,6 +225,19 @@ def _download(remote: RemoteFile, dest_dir: Path, progress: bool | None) -> Path
         except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
             failures.append(f"{url}: {error}")
     raise OSError("download failed:\n    " + "\n    ".join(failures))
+
+
+STALE_PART_SECONDS = 600  # a live download writes every few seconds; older .part files are orphans
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Remove ``.part`` files of ``dest`` left by a download that was killed (not written to for 10 min)."""
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if time.time() - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: leave it
+            pass
 
 
 def _fetch_verified(url: str, dest: Path, sha256: str, progress: bool | None) -> None:
@@ -233,7 +249,7 @@ def _fetch_verified(url: str, dest: Path, sha256: str, progress: bool | None) ->
         with os.fdopen(fd, "wb") as out, _urlopen(url, timeout=60) as response:
             length = response.headers.get("Content-Length") if response.headers else None
             total = int(length) if length else None
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=_quiet(progress))
+            bar = progress_bar(total=total, unit="B", unit_scale=True, desc=dest.name, disable=_quiet(progress))
             with bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
@@ -274,6 +290,9 @@ def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     if got != magic:
         raise DatasetFormatError(f"{path}: magic number {got}, expected {magic}; is this the right file?")
     ndim = magic & 0xFF
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetFormatError(f"{path}: {len(raw)} bytes cannot hold the IDX header of {ndim} dimension(s) "
+                                 f"({4 + 4 * ndim} bytes); the file is truncated, delete it and retry.")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
@@ -293,6 +312,8 @@ def _load_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
     x, y = read_idx(images, 2051), read_idx(labels, 2049)
     if len(x) != len(y) or x.shape[1:] != (28, 28):
         raise DatasetFormatError(f"{images} has shape {x.shape} for {len(y)} labels, expected N x 28 x 28.")
+    if len(y) and y.max() > 9:
+        raise DatasetFormatError(f"{labels}: label {y.max()} out of range 0..9; not an MNIST-style label file.")
     return x[:, None], y
 
 
@@ -372,6 +393,8 @@ def load_dataset(
     (0.0, 1.0)
     """
     _check_name(name)
+    if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int)):
+        raise TypeError(f"val_size must be an int or None (the paper's 10,000), got {val_size!r}")
     if name == "digits":
         return _load_digits(val_size, split_seed)
     folder, arrays = _locate_and_read(name, root, download, progress)
@@ -380,7 +403,8 @@ def load_dataset(
     if name == "cifar10":
         train_x, test_x = standardize_per_image(train_x), standardize_per_image(test_x)
     train_y, test_y = torch.from_numpy(train_y.astype(np.int64)), torch.from_numpy(test_y.astype(np.int64))
-    return _split(name, train_x, train_y, test_x, test_y, val_size or 10_000, split_seed, str(folder))
+    return _split(name, train_x, train_y, test_x, test_y, 10_000 if val_size is None else val_size,
+                  split_seed, str(folder))
 
 
 def _locate_and_read(name: str, root, download: bool, progress: bool | None):
@@ -455,7 +479,8 @@ def standardize_per_image(x: torch.Tensor) -> torch.Tensor:
 def _split(name, train_x, train_y, test_x, test_y, val_size: int, split_seed: int, source) -> Dataset:
     n = len(train_x)
     if not 0 < val_size < n:
-        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1} for {name!r} ({n} train images)")
+        raise ValueError(f"val_size={val_size} must be between 1 and {n - 1} for {name!r} ({n} train images): "
+                         "the training loop reports validation accuracy, so it needs at least one image")
     offset = int(np.random.default_rng(split_seed).integers(0, n - val_size + 1))
     val = slice(offset, offset + val_size)
     keep = torch.cat([torch.arange(offset), torch.arange(offset + val_size, n)])
@@ -465,7 +490,11 @@ def _split(name, train_x, train_y, test_x, test_y, val_size: int, split_seed: in
 
 
 def _load_digits(val_size: int | None, split_seed: int) -> Dataset:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise ImportError("the 'digits' dataset is scikit-learn's: pip install 'rbdlib[notebooks]' "
+                          "(or scikit-learn)") from error
 
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
@@ -474,7 +503,8 @@ def _load_digits(val_size: int | None, split_seed: int) -> Dataset:
     x, y = x[order], y[order]
     n_test = round(0.2 * len(x))
     train_x, train_y, test_x, test_y = x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
-    return _split("digits", train_x, train_y, test_x, test_y, val_size or n_test, split_seed, "sklearn")
+    return _split("digits", train_x, train_y, test_x, test_y, n_test if val_size is None else val_size,
+                  split_seed, "sklearn")
 
 
 def best_available(preferred: str = "fashion-mnist", **kwargs) -> tuple[Dataset, str]:

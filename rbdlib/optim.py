@@ -11,6 +11,7 @@ the reference implementation; so E[P P^T] = (dim/D) I and the expected step is -
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 
@@ -24,6 +25,127 @@ from .bases import RandomBases, check_distribution, check_index
 def _check_lr(lr, where: str = ""):
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr < math.inf:
         raise ValueError(f"lr must be a non-negative finite number, got {lr!r}{where}")
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_scale(scale) -> float | None:
+    if scale is None:
+        return None
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not 0 < scale < math.inf:
+        raise ValueError(f"scale must be a positive finite number or None (1/sqrt(D)), got {scale!r}")
+    return float(scale)
+
+
+def _check_params(flat: list, who: str) -> None:
+    """What every rbdlib optimizer needs of its parameters: distinct float32 tensors on one cpu/cuda device."""
+    if not all(isinstance(p, torch.Tensor) for p in flat):
+        bad = next(p for p in flat if not isinstance(p, torch.Tensor))
+        raise TypeError(f"{who} optimizes tensors, got a {type(bad).__name__}")
+    if len({id(p) for p in flat}) != len(flat):
+        raise ValueError("a parameter was given more than once")
+    if len({p.device for p in flat}) > 1:
+        raise ValueError(f"all parameters must be on one device, got {sorted({str(p.device) for p in flat})}")
+    if flat and flat[0].device.type not in ("cpu", "cuda"):
+        raise ValueError(f"parameters are on {flat[0].device}; rbdlib supports cpu and cuda tensors")
+    if any(p.dtype != torch.float32 for p in flat):
+        dtypes = sorted({str(p.dtype) for p in flat if p.dtype != torch.float32})
+        raise TypeError(f"{who} needs float32 parameters, got {', '.join(dtypes)}; call model.float() first")
+
+
+def _check_size(flat: list, who: str) -> int:
+    size = sum(p.numel() for p in flat)
+    if size == 0:
+        raise ValueError(f"{who} got {len(flat)} parameter(s) with no elements (D = 0): nothing to train")
+    return size
+
+
+def _check_groups(optimizer: torch.optim.Optimizer) -> None:
+    """Step-time checks of what a user may have changed in ``param_groups`` since construction."""
+    for g in optimizer.param_groups:
+        _check_lr(g["lr"], " in param_groups (changed after construction?)")
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    if len(flat) != len(optimizer.params) or any(p is not q for p, q in zip(flat, optimizer.params)):
+        raise RuntimeError("param_groups' parameters were changed in place; use add_param_group "
+                           "(or build a new optimizer) to change what is trained")
+    _check_params(flat, type(optimizer).__name__)
+
+
+def _check_saved_groups(optimizer: torch.optim.Optimizer, state_dict, extra: str) -> dict:
+    """Validate the torch part of a saved optimizer state before anything is loaded; returns ``extra``'s entry."""
+    who = type(optimizer).__name__
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+    if set(state_dict) != {"state", "param_groups", extra}:
+        raise ValueError(f"this is not a state_dict saved by rbdlib.{who}: expected the keys "
+                         f"['param_groups', 'state', {extra!r}], got {sorted(map(str, state_dict))}")
+    if not isinstance(state_dict["state"], dict) or state_dict["state"]:
+        raise ValueError(f"rbdlib.{who} keeps no per-parameter state, but the saved 'state' holds "
+                         f"{type(state_dict['state']).__name__} {str(state_dict['state'])[:60]}")
+    groups = state_dict["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) and len(g["params"]) == len(h["params"])
+            for g, h in zip(groups, optimizer.param_groups)):
+        raise ValueError(f"the saved param_groups do not match this optimizer's "
+                         f"{[len(g['params']) for g in optimizer.param_groups]} parameters per group")
+    for g, h in zip(groups, optimizer.param_groups):
+        if set(g) != set(h):
+            raise ValueError(f"a saved parameter group has the keys {sorted(map(str, g))}, expected {sorted(h)}")
+        _check_lr(g["lr"], " in the saved param_groups")
+    if not isinstance(state_dict[extra], dict):
+        raise ValueError(f"the saved {extra!r} entry must be a dict, got {type(state_dict[extra]).__name__}")
+    return state_dict[extra]
+
+
+def _check_count(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"the saved {name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _log_digest(log: list, config: dict) -> str:
+    """SHA-256 of a coordinate log (coordinates, lrs, frozen parameters) and the configuration it was
+    made with: detects logs edited after they were saved."""
+    h = hashlib.sha256(repr(sorted(config.items())).encode())
+    for entry in log:
+        h.update(entry["coords"].detach().cpu().contiguous().numpy().tobytes())
+        h.update(repr((list(entry["lrs"]), list(entry["frozen"]))).encode())
+    return h.hexdigest()
+
+
+def _check_log(log, steps: int, config: dict, digest) -> None:
+    """A coordinate log must hold ``steps`` well-formed finite entries whose digest matches."""
+    if not isinstance(log, list):
+        raise ValueError(f"the coordinate log must be a list, got {type(log).__name__}")
+    if len(log) != steps:
+        raise ValueError(f"the coordinate log holds {len(log)} entries but the optimizer made {steps} steps "
+                         "(truncated, or recorded without record=True from the start)")
+    n, groups, params = sum(config["dims"]), len(config["groups"]), len(config["shapes"])
+    for t, entry in enumerate(log):
+        if not isinstance(entry, dict) or set(entry) != {"coords", "lrs", "frozen"}:
+            raise ValueError(f"log entry {t} must be a dict with 'coords', 'lrs' and 'frozen', got "
+                             f"{sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__}")
+        c = entry["coords"]
+        if not isinstance(c, torch.Tensor) or c.dtype != torch.float32 or c.shape != (n,):
+            raise ValueError(f"log entry {t}: coords must be a float32 tensor of shape ({n},), got "
+                             f"{getattr(c, 'dtype', type(c).__name__)} {tuple(getattr(c, 'shape', ()))}")
+        if not bool(torch.isfinite(c).all()):
+            raise ValueError(f"log entry {t}: coords hold NaN or inf")
+        if not isinstance(entry["lrs"], list) or len(entry["lrs"]) != groups:
+            raise ValueError(f"log entry {t}: lrs must list one lr per parameter group ({groups}), "
+                             f"got {entry['lrs']!r}")
+        for lr in entry["lrs"]:
+            _check_lr(lr, f" in log entry {t}")
+        frozen = entry["frozen"]
+        if not isinstance(frozen, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < params for i in frozen):
+            raise ValueError(f"log entry {t}: frozen must list parameter indices in [0, {params}), got {frozen!r}")
+    if digest != _log_digest(log, config):
+        raise ValueError("the coordinate log does not match its digest: it was edited after it was saved")
 
 
 def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
@@ -41,6 +163,17 @@ def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     if isinstance(params[0], tuple):
         return [{"params": [p for _, p in params]}], None, [n for n, _ in params]
     return [{"params": params}], None, None
+
+
+def _add(p: torch.Tensor, a: int, b: int, values: torch.Tensor, alpha: float) -> None:
+    """p.flatten()[a:b] += alpha * values, in place, for any strides (channels_last, transposed leaves):
+    a non-contiguous p is updated through a contiguous copy, element for element as a contiguous twin."""
+    if p.is_contiguous():
+        p.view(-1)[a:b].add_(values, alpha=alpha)
+    else:
+        flat = p.reshape(-1).clone()
+        flat[a:b].add_(values, alpha=alpha)
+        p.copy_(flat.view(p.shape))
 
 
 class RBD(torch.optim.Optimizer):
@@ -82,40 +215,69 @@ class RBD(torch.optim.Optimizer):
             if redraw < 1:
                 raise ValueError("redraw must be a positive number of steps, or None for fixed bases")
         check_distribution(distribution)
+        _check_flag("split_dim", split_dim)
+        _check_flag("record", record)
+        self._scale = _check_scale(scale)
         if nonfinite not in ("raise", "skip"):
             raise ValueError(f'nonfinite must be "raise" or "skip", got {nonfinite!r}')
         groups, group_layers, names = _flat_params(params)
-        super().__init__(groups, dict(lr=lr))
-        for g in self.param_groups:
-            _check_lr(g["lr"], " in a parameter group")
-        flat = [p for g in self.param_groups for p in g["params"]]
-        if len({id(p) for p in flat}) != len(flat):
-            raise ValueError("a parameter was given more than once")
-        if len({p.device for p in flat}) > 1:
-            raise ValueError(f"all parameters must be on one device, got {sorted({str(p.device) for p in flat})}")
-        if flat[0].device.type not in ("cpu", "cuda"):
-            raise ValueError(f"parameters are on {flat[0].device}; rbdlib supports cpu and cuda tensors")
-        if any(p.dtype != torch.float32 for p in flat):
-            raise TypeError("RBD needs float32 parameters; call model.float() first")
-        layers = None
+        self._compartments, self._dim, self._split_dim = compartments, dim, split_dim
+        self._layers = None
         if compartments == "layer":
             if names is not None:
-                layers = comps.layers_from_names(names)
+                self._layers = comps.layers_from_names(names)
             elif group_layers is not None:
-                starts = [0]
+                self._layers, at = [], 0
                 for g in group_layers:
-                    starts.append(starts[-1] + len(g))
-                layers = [list(range(a, b)) for a, b in zip(starts, starts[1:])]
-        self.params = flat
-        self.layout = comps.split(flat, compartments, layers)
-        self.size = sum(p.numel() for p in flat)
-        self.dims = comps.dims([comps.size(c) for c in self.layout], dim, split_dim)
-        self.scale = 1.0 / math.sqrt(self.size) if scale is None else float(scale)
+                    self._layers.append(list(range(at, at + len(g))))
+                    at += len(g)
         self.seed, self.redraw, self.distribution = seed, redraw, distribution
         self.nonfinite, self.record = nonfinite, record
-        self._group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
         self.steps, self.skipped, self.log = 0, 0, []
         self.last_coords, self.last_cosine = None, float("nan")
+        super().__init__(groups, dict(lr=lr))  # calls add_param_group per group, which checks them
+        self._build()
+
+    def _build(self) -> None:
+        """The layout, dims and scale from the current parameter groups (at construction and after
+        :meth:`add_param_group`)."""
+        flat = [p for g in self.param_groups for p in g["params"]]
+        _check_params(flat, "RBD")
+        _check_size(flat, "RBD")
+        layout = comps.split(flat, self._compartments, self._layers)
+        # an empty tensor has no directions: drop its segments (and compartments left empty)
+        layout = [c for c in ([s for s in c if s[2] > s[1]] for c in layout) if c]
+        self.params, self.layout = flat, layout
+        self.size = sum(p.numel() for p in flat)
+        self.dims = comps.dims([comps.size(c) for c in self.layout], self._dim, self._split_dim)
+        self.scale = 1.0 / math.sqrt(self.size) if self._scale is None else self._scale
+        self._group_of = [gi for gi, g in enumerate(self.param_groups) for _ in g["params"]]
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add parameters to train; the layout, dims and (default) scale are rebuilt as if the optimizer
+        had been built with all groups (with ``compartments="layer"`` the new group is one more layer).
+
+        The bases of the other parameters change with the layout. Refused once a recording optimizer
+        has stepped (its log could no longer be replayed).
+        """
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f"param_group must be a dict with a 'params' entry, got {type(param_group).__name__}")
+        new = param_group["params"]
+        new = [new] if isinstance(new, torch.Tensor) else list(new)
+        if not new:
+            raise ValueError("add_param_group got a group without parameters")
+        _check_lr(param_group.get("lr", self.defaults["lr"]), " in the added parameter group")
+        building = not hasattr(self, "layout")
+        if not building and self.record and self.log:
+            raise RuntimeError("cannot add parameters to a recording RBD that has stepped: the log "
+                               "could not be replayed; build a new optimizer")
+        _check_params([p for g in self.param_groups for p in g["params"]] + new, "RBD")
+        if not building:
+            if self._compartments == "layer":
+                self._layers = (self._layers or []) + [list(range(len(self.params), len(self.params) + len(new)))]
+        super().add_param_group(dict(param_group, params=new))
+        if not building:
+            self._build()
 
     @property
     def num_coords(self) -> int:
@@ -169,7 +331,7 @@ class RBD(torch.optim.Optimizer):
             for i, a, b in compartment:
                 if i not in frozen:
                     lr = self.param_groups[self._group_of[i]]["lr"]
-                    self.params[i].view(-1)[a:b].add_(delta[at:at + b - a], alpha=-lr * weight)
+                    _add(self.params[i], a, b, delta[at:at + b - a], -lr * weight)
                 at += b - a
         return deltas
 
@@ -177,8 +339,14 @@ class RBD(torch.optim.Optimizer):
         """Indices of the parameters that have no gradient now."""
         return [i for i, p in enumerate(self.params) if p.grad is None]
 
+    def check(self) -> None:
+        """Step-time checks of what may have changed since construction (lrs, parameters); raises
+        before anything changes."""
+        _check_groups(self)
+
     @torch.no_grad()
     def step(self, closure=None):
+        self.check()
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -221,19 +389,23 @@ class RBD(torch.optim.Optimizer):
     def state_dict(self):
         state = super().state_dict()
         state["rbd"] = {"steps": self.steps, "skipped": self.skipped, "log": list(self.log),
-                        "config": self.config()}
+                        "log_digest": _log_digest(self.log, self.config()), "config": self.config()}
         return state
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("rbd", None)
-        if extra is None:
-            raise ValueError("this state_dict was not saved by an rbdlib optimizer (no 'rbd' entry)")
+        """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
+        extra = _check_saved_groups(self, state_dict, "rbd")
+        if set(extra) != {"steps", "skipped", "log", "log_digest", "config"}:
+            raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
+                             "['config', 'log', 'log_digest', 'skipped', 'steps']")
         if extra["config"] != self.config():
             raise ValueError(f"state_dict was saved with a different configuration:\n saved {extra['config']}\n"
                              f" here  {self.config()}")
-        super().load_state_dict(state_dict)
-        self.steps, self.skipped, self.log = extra["steps"], extra["skipped"], list(extra["log"])
+        steps, skipped = _check_count("steps", extra["steps"]), _check_count("skipped", extra["skipped"])
+        log = extra["log"]
+        _check_log(log, steps if log else 0, self.config(), extra["log_digest"])
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "rbd"})
+        self.steps, self.skipped, self.log = steps, skipped, list(log)
 
     def config(self) -> dict:
         """Everything that fixes the bases: enough, with the coordinate log, to replay a run."""
@@ -261,14 +433,26 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
     """
     params = list(params)
     values = list(initial_state.values()) if isinstance(initial_state, dict) else list(initial_state)
+    if not isinstance(record, dict) or not {"config", "log", "steps"} <= set(record):
+        raise ValueError("record must be opt.state_dict()['rbd'] of an RBD built with record=True "
+                         f"(a dict with 'config', 'log', 'steps'), got {type(record).__name__}")
     config, log = record["config"], record["log"]
+    keys = {"seed", "redraw", "distribution", "scale", "dims", "layout", "shapes", "groups"}
+    if not isinstance(config, dict) or set(config) != keys:
+        raise ValueError(f"record['config'] must be an RBD config with the keys {sorted(keys)}")
+    steps = _check_count("steps", record["steps"])
+    if steps and not log:
+        raise ValueError(f"the record holds no coordinate log for its {steps} steps: build the optimizer "
+                         "with record=True to make a replayable run")
+    _check_log(log, steps, config, record.get("log_digest"))
+    if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int) or not 0 <= upto <= steps):
+        raise ValueError(f"upto must be None or an int in [0, {steps}], got {upto!r}")
+    _check_params(params, "replay")
     if [list(p.shape) for p in params] != config["shapes"]:
         raise ValueError("params do not match the shapes the record was made with")
-    if [list(v.shape) for v in values] != config["shapes"]:
+    if not all(isinstance(v, torch.Tensor) for v in values) or [list(v.shape) for v in values] != config["shapes"]:
         raise ValueError(f"initial_state holds {len(values)} tensors whose shapes do not match the "
                          f"{len(params)} parameters (pass the initial parameters only, in optimizer order)")
-    for p, v in zip(params, values):
-        p.copy_(v)
     bounds = [0]
     for n in config["groups"]:
         bounds.append(bounds[-1] + n)
@@ -277,6 +461,8 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
               distribution=config["distribution"], scale=config["scale"])
     opt.layout = [[tuple(s) for s in c] for c in config["layout"]]
     opt.dims = list(config["dims"])
+    for p, v in zip(params, values):
+        p.copy_(v)
     for entry in log[:upto]:
         for group, lr in zip(opt.param_groups, entry["lrs"]):
             group["lr"] = lr
@@ -325,17 +511,16 @@ class NES(torch.optim.Optimizer):
         if antithetic and dim % 2:
             raise ValueError(f"antithetic NES evaluates mirrored pairs, so dim must be even, got {dim}")
         groups, _, _ = _flat_params(params)
+        _check_params([p for g in groups for p in ([g["params"]] if isinstance(g["params"], torch.Tensor)
+                                                   else list(g["params"]))], "NES")
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
             _check_lr(g["lr"], " in a parameter group")
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
-        if len({id(p) for p in self.params}) != len(self.params):
-            raise ValueError("a parameter was given more than once")
-        if any(p.dtype != torch.float32 for p in self.params):
-            raise TypeError("NES needs float32 parameters; call model.float() first")
-        self.size = sum(p.numel() for p in self.params)
+        _check_params(self.params, "NES")
+        self.size = _check_size(self.params, "NES")
         self.dim, self.sigma, self.seed = dim, float(sigma), check_index("seed", seed, ref.MAX_SEED)
         self.distribution = check_distribution(distribution)
         self.shared_batch, self.antithetic = shared_batch, antithetic
@@ -351,10 +536,23 @@ class NES(torch.optim.Optimizer):
             p.copy_(vector[at:at + p.numel()].view_as(p))
             at += p.numel()
 
+    def check(self) -> None:
+        """Step-time checks of what may have changed since construction (lrs, parameters)."""
+        _check_groups(self)
+        if len({g["lr"] for g in self.param_groups}) > 1:
+            raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
+
+    def add_param_group(self, param_group: dict) -> None:
+        if hasattr(self, "params"):
+            raise NotImplementedError("NES cannot add parameters after construction (its offspring span all "
+                                      "of them); build a new NES with every parameter")
+        super().add_param_group(param_group)
+
     @torch.no_grad()
     def step(self, closure):
-        if closure is None:
-            raise ValueError("NES.step needs a closure that evaluates the loss on a fresh mini-batch")
+        if closure is None or not callable(closure):
+            raise ValueError(f"NES.step needs a closure that evaluates the loss on a fresh mini-batch, got {closure!r}")
+        self.check()
         theta = torch.cat([p.detach().reshape(-1) for p in self.params])
         noise = self._bases(scale=1.0)
         signs = (1.0, -1.0) if self.antithetic else (1.0,)
@@ -387,9 +585,12 @@ class NES(torch.optim.Optimizer):
         return state
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("nes", None)
-        if not isinstance(extra, dict) or not isinstance(extra.get("steps"), int) or extra["steps"] < 0:
-            raise ValueError("this state_dict was not saved by rbdlib.NES (no valid 'nes' entry)")
-        super().load_state_dict(state_dict)
-        self.steps = extra["steps"]
+        """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
+        extra = _check_saved_groups(self, state_dict, "nes")
+        if set(extra) != {"steps"}:
+            raise ValueError(f"the saved 'nes' entry has the keys {sorted(map(str, extra))}, expected ['steps']")
+        steps = _check_count("steps", extra["steps"])
+        if len({g["lr"] for g in state_dict["param_groups"]}) > 1:
+            raise ValueError("the saved param_groups hold different lrs; NES takes one lr for all parameters")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "nes"})
+        self.steps = steps

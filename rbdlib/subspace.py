@@ -44,13 +44,24 @@ class FixedSubspace(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, dim: int, seed: int = 0, distribution: str = "normal"):
-        super().__init__()
-        self.model = model
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"FixedSubspace wraps a torch.nn.Module, got {type(model).__name__}; "
+                            "wrap a list of layers in torch.nn.Sequential(...) first")
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
-        self.size = sum(params[n].numel() for n in self.names)
+        dtypes = sorted({str(params[n].dtype) for n in names} - {"torch.float32"})
+        if dtypes:
+            raise TypeError(f"FixedSubspace needs float32 parameters, got {', '.join(dtypes)}; call model.float() "
+                            "first (the fused kernels work in float32)")
+        if len({params[n].device for n in names}) > 1:
+            raise ValueError(f"all parameters must be on one device, got {sorted({str(params[n].device) for n in names})}")
+        size = sum(params[n].numel() for n in names)
+        if size == 0:
+            raise ValueError(f"{type(model).__name__} has no trainable parameter elements (D = 0): nothing to train")
         # validates dim, seed and distribution before anything is changed
-        self.bases = RandomBases(seed, 0, 0, dim, self.size, distribution, 1.0 / math.sqrt(self.size))
+        bases = RandomBases(seed, 0, 0, dim, size, distribution, 1.0 / math.sqrt(size))
+        super().__init__()
+        self.model, self.names, self.size, self.bases = model, names, size, bases
         for n in self.names:
             params[n].requires_grad_(False)
         self.coords = torch.nn.Parameter(torch.zeros(dim, device=params[self.names[0]].device))
@@ -66,13 +77,39 @@ class FixedSubspace(torch.nn.Module):
             at += p.numel()
         return out
 
+    def config(self) -> dict:
+        """What fixes P: saved in ``state_dict()`` and checked when loading, so coordinates are never
+        read against other bases."""
+        b = self.bases
+        return {"seed": b.seed, "dim": b.dim, "distribution": b.distribution, "size": self.size,
+                "names": list(self.names)}
+
+    def get_extra_state(self) -> dict:
+        return self.config()
+
+    def set_extra_state(self, state) -> None:
+        if state != self.config():
+            raise ValueError(f"this FixedSubspace state was saved with another configuration:\n saved {state}\n"
+                             f" here  {self.config()}")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Check the saved configuration (seed, dim, distribution, size) before loading anything."""
+        if "_extra_state" not in state_dict:
+            raise ValueError("this state_dict holds no FixedSubspace configuration (seed, dim, distribution); "
+                             "it was not saved by FixedSubspace.state_dict()")
+        self.set_extra_state(state_dict["_extra_state"])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def forward(self, *args, **kwargs):
         return functional_call(self.model, self.weights(), args, kwargs)
 
     @torch.no_grad()
     def merged(self) -> torch.nn.Module:
-        """Write theta_0 + P c into the wrapped model's parameters and return it (ends the wrapping)."""
+        """Write theta_0 + P c into the wrapped model's parameters and return it, trainable again as
+        before the wrapping (ends it: ``coords`` is zeroed, so this module still computes the same)."""
         for n, w in self.weights().items():
             self.model.get_parameter(n).copy_(w)
         self.coords.zero_()
+        for n in self.names:
+            self.model.get_parameter(n).requires_grad_(True)
         return self.model

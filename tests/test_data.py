@@ -4,8 +4,10 @@ import doctest
 import gzip
 import hashlib
 import io
+import os
 import struct
 import tarfile
+import time
 import urllib.error
 from pathlib import Path
 
@@ -332,3 +334,58 @@ def test_batches_cover_every_example_once():
 
 def test_docstring_examples():
     assert doctest.testmod(data).failed == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad files and arguments (issue 13)
+
+
+def test_idx_file_shorter_than_its_header_is_a_format_error(isolated):
+    write_mnist_like(isolated, n_train=20)
+    (isolated / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00"))
+    with pytest.raises(DatasetFormatError, match="6 bytes cannot hold the IDX header"):
+        load_dataset("mnist", root=isolated, val_size=5)
+
+
+def test_idx_labels_out_of_range_are_rejected(isolated):
+    write_mnist_like(isolated, n_train=20)
+    labels = np.arange(20) % 10
+    labels[3] = 200
+    (isolated / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    with pytest.raises(DatasetFormatError, match="label 200 out of range 0..9"):
+        load_dataset("mnist", root=isolated, val_size=5)
+
+
+@pytest.mark.parametrize("val_size, error, message", [(0, ValueError, "val_size=0 must be between 1"),
+                                                       (20, ValueError, "val_size=20 must be between 1 and 19"),
+                                                       (2.5, TypeError, "val_size must be an int"),
+                                                       (True, TypeError, "val_size must be an int")])
+def test_val_size_is_honoured_or_rejected(isolated, val_size, error, message):
+    write_mnist_like(isolated, n_train=20)
+    with pytest.raises(error, match=message):
+        load_dataset("mnist", root=isolated, val_size=val_size)
+    if val_size != 20:
+        with pytest.raises(error, match=message):
+            load_dataset("digits", val_size=val_size)
+    assert len(load_dataset("mnist", root=isolated, val_size=1).val_x) == 1
+
+
+def test_a_killed_download_leaves_no_part_file_and_stale_ones_are_removed(isolated, monkeypatch):
+    payload = gzip.compress(idx_bytes(np.zeros((3, 28, 28))))
+    remote = RemoteFile("t10k-images-idx3-ubyte.gz", ("https://example.invalid/t10k",), "0" * 64)
+    monkeypatch.setitem(data.SOURCES, "mnist", (remote,))
+    cache = isolated / "cache" / "rbdlib" / "mnist"
+    cache.mkdir(parents=True)
+    stale, fresh = cache / ".t10k-images-idx3-ubyte.gz.dead.part", cache / ".t10k-images-idx3-ubyte.gz.live.part"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 2 * data.STALE_PART_SECONDS,) * 2)
+
+    class Killed(FakeResponse):
+        def read(self, n=-1):
+            raise KeyboardInterrupt  # the user stops the download half-way
+
+    monkeypatch.setattr(data, "_urlopen", lambda url, timeout=None: Killed(payload, len(payload)))
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("mnist", progress=False)
+    assert sorted(p.name for p in cache.iterdir()) == [fresh.name]  # the stale one went, no new one stayed

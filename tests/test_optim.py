@@ -345,9 +345,18 @@ def test_fixed_subspace_adam_state_dict_to_and_merge():
     if torch.cuda.is_available() and rbdlib.gpu_available():
         gpu = copy.deepcopy(sub).to("cuda")
         torch.testing.assert_close(gpu(x.cuda()).cpu(), sub(x), rtol=1e-4, atol=1e-5)
+    for change in (dict(seed=2), dict(dim=20, distribution="uniform")):  # same shapes, other bases
+        stranger = FixedSubspace(small_net(6), **{"dim": 20, "seed": 1, **change})
+        before = stranger.coords.detach().clone()
+        with pytest.raises(ValueError, match="another configuration"):
+            stranger.load_state_dict(sd)
+        assert torch.equal(stranger.coords, before)
     out = sub(x).detach()
     merged = sub.merged()
     torch.testing.assert_close(merged(x), out, rtol=1e-5, atol=1e-6)
+    assert all(p.requires_grad for p in merged.parameters())  # trainable again
+    loss_of(merged, x, y).backward()
+    assert merged[4].weight.grad is not None
 
 
 # ----------------------------------------------------------------------------------------- redraw
@@ -834,3 +843,51 @@ def test_fashion_mnist_accuracy_rises(fmnist, kind):
     acc, seconds = _run_fmnist(fmnist, kind)
     print(f"{kind}: validation accuracy {acc:.3f} after 150 steps in {seconds:.1f} s")
     assert acc > 0.2
+
+
+# ------------------------------------------------------------- strides, added groups (issue 13)
+@pytest.mark.parametrize("mode", ["network", 20])
+def test_non_contiguous_parameters_step_like_a_contiguous_twin(mode):
+    """A channels_last conv and a transposed leaf train element for element as their contiguous twins."""
+    def build(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten(), nn.Linear(12, 2))
+    net, twin = build(), build()
+    net.to(memory_format=torch.channels_last)
+    leaf = nn.Parameter(torch.randn(2, 5).t())  # a transposed leaf: shape (5, 2), strides (1, 5)
+    twin_leaf = nn.Parameter(leaf.detach().contiguous())
+    assert not net[0].weight.is_contiguous() and not leaf.is_contiguous()
+    a = RBD(list(net.parameters()) + [leaf], lr=0.3, dim=6, compartments=mode)
+    b = RBD(list(twin.parameters()) + [twin_leaf], lr=0.3, dim=6, compartments=mode)
+    x = torch.randn(4, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    for m, w, opt in ((net, leaf, a), (twin, twin_leaf, b)):
+        for _ in range(2):
+            (m(x).square().mean() + (w @ torch.ones(2)).sin().sum()).backward()
+            opt.step()
+            opt.zero_grad()
+    assert all(torch.equal(p, q) for p, q in zip(a.params, b.params))
+    assert not torch.equal(leaf, nn.Parameter(torch.zeros(5, 2))) and a.steps == 2
+    assert not net[0].weight.is_contiguous() and not leaf.is_contiguous()
+
+
+@pytest.mark.parametrize("mode", ["network", "tensor", "layer", 40])
+def test_add_param_group_trains_the_new_parameters_like_an_optimizer_built_with_them(mode):
+    net, ref = small_net(), small_net()
+    groups = lambda m: [{"params": list(m[0].parameters())}, {"params": list(m[1].parameters()), "lr": 0.2},
+                        {"params": list(m[4].parameters()), "lr": 0.05}]
+    grown = RBD(groups(net)[:2], lr=0.5, dim=5, compartments=mode, seed=3)
+    x, y = batch()
+    loss_of(net, x, y).backward()
+    grown.step()  # one step before the group arrives
+    net.zero_grad()
+    grown.add_param_group(groups(net)[2])
+    whole = RBD(groups(ref), lr=0.5, dim=5, compartments=mode, seed=3)
+    for p, q in zip(grown.params, whole.params):
+        q.data.copy_(p.data)
+    whole.steps = grown.steps
+    assert grown.config() == whole.config()
+    for m, opt in ((net, grown), (ref, whole)):
+        loss_of(m, x, y).backward()
+        opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(grown.params, whole.params))
+    assert not torch.equal(net[4].weight, small_net()[4].weight)  # the added group trained
