@@ -395,15 +395,18 @@ class RBD(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
         extra = _check_saved_groups(self, state_dict, "rbd")
-        if set(extra) != {"steps", "skipped", "log", "log_digest", "config"}:
+        keys = {"steps", "skipped", "log", "config"}
+        if not keys <= set(extra) <= keys | {"log_digest"} or (extra["log"] and "log_digest" not in extra):
             raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
-                             "['config', 'log', 'log_digest', 'skipped', 'steps']")
+                             "['config', 'log', 'log_digest', 'skipped', 'steps'] (states saved before the "
+                             "digest existed may lack it when their log is empty)")
         if extra["config"] != self.config():
             raise ValueError(f"state_dict was saved with a different configuration:\n saved {extra['config']}\n"
                              f" here  {self.config()}")
         steps, skipped = _check_count("steps", extra["steps"]), _check_count("skipped", extra["skipped"])
         log = extra["log"]
-        _check_log(log, steps if log else 0, self.config(), extra["log_digest"])
+        if log:
+            _check_log(log, steps, self.config(), extra["log_digest"])
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "rbd"})
         self.steps, self.skipped, self.log = steps, skipped, list(log)
 
