@@ -4,6 +4,16 @@
 >>> model = torch.nn.Linear(4, 2)
 >>> opt = rbdlib.RBD(model.parameters(), lr=0.5, dim=3, seed=0)
 >>> model(torch.ones(1, 4)).sum().backward(); opt.step(); opt.zero_grad()
+
+``__all__`` lists the optimizers, bases and functions. Modules stay modules: ``rbdlib.data``,
+``rbdlib.models``, ``rbdlib.train`` (the training loop's module), ``rbdlib.distributed``, ... The
+training loop itself is the function ``rbdlib.fit`` (the same object as ``rbdlib.train.train``, so
+``from rbdlib.train import train`` keeps working): a package attribute named ``train`` would be
+replaced by the submodule of that name the moment anything imports ``rbdlib.train``.
+
+Only torch, numpy and numba are needed to import rbdlib; the ``[notebooks]`` extra adds matplotlib
+(``rbdlib.viz``, plots), ipywidgets, tqdm (progress bars; a plain fallback without it) and
+scikit-learn (the offline ``digits`` dataset).
 """
 
 from . import data, models, train
@@ -12,7 +22,9 @@ from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available
 from .optim import FPD, NES, RBD, replay
 from .subspace import FixedSubspace
+from .train import evaluate
+from .train import train as fit
 
 __version__ = "0.1.0"
-__all__ = ["data", "models", "train", "RandomBases", "philox4x32", "RBD", "FPD", "NES", "replay", "FixedSubspace",
+__all__ = ["RBD", "FPD", "NES", "replay", "FixedSubspace", "RandomBases", "philox4x32", "fit", "evaluate",
            "gpu_available", "set_threads"]

@@ -29,8 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
+from ._progress import bar as progress_bar
 from .data import batches
 
 __all__ = ["History", "train", "evaluate"]
@@ -214,8 +213,14 @@ def train(
     for attr in ("train_x", "train_y", "val_x", "val_y"):
         if not hasattr(data, attr):
             raise TypeError(f"train needs a Dataset (train_x, train_y, val_x, val_y), not {type(data)}")
-    if eval_every is not None and eval_every < 1:
-        raise ValueError(f"eval_every must be a positive step count or None (each epoch), not {eval_every}")
+    for name, value, low, what in (("eval_every", eval_every, 1, "a positive step count or None (each epoch)"),
+                                   ("batch_size", batch_size, 1, "a positive int"),
+                                   ("max_steps", max_steps, 0, "a step count >= 0 or None (no limit)")):
+        if not ((value is None and "None" in what) or
+                (isinstance(value, int) and not isinstance(value, bool) and value >= low)):
+            raise ValueError(f"{name} must be {what}, not {value!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < math.inf:
+        raise ValueError(f"epochs must be a positive finite number of passes (fractions allowed), not {epochs!r}")
     device = torch.device(device)
     model.to(device)
     model.train()
@@ -254,7 +259,7 @@ def train(
     limits = [n for n in (None if use_closure else math.ceil(epochs * stream.per_epoch), max_steps) if n]
     total = min(limits) if limits else None  # an NES step consumes an unknown number of batches
     show = _interactive() if progress is None else progress
-    with tqdm(total=total, disable=not show, unit="step", desc="train") as bar:
+    with progress_bar(total=total, disable=not show, unit="step", desc="train") as bar:
         if eval_at_start:
             record()
         while stream.epoch < epochs and (max_steps is None or step < max_steps):
