@@ -1,8 +1,12 @@
 """Benchmarks: fused on-demand bases against storing them, measured in one run.
 
+    python -m rbdlib.bench                  # everything below, in one run (--quick: small sizes, no start-up)
     python -m rbdlib.bench bases            # CPU table: throughput and peak memory
     python -m rbdlib.bench bases --quick    # smaller sizes, for a first look
     python -m rbdlib.bench step             # one training step on the paper's FC network: SGD vs RBD
+    python -m rbdlib.bench busy             # an RBD step while another process keeps a core busy
+    python -m rbdlib.bench limit            # the machine's limit for the kernels, and the fraction reached
+    python -m rbdlib.bench start            # a new process to its first RBD step, empty and warm compile cache
     python -m rbdlib.bench --gpu            # on a CUDA machine: CPU/GPU agreement and GPU timings
 
 Throughput counts basis entries (dim x size) per second of one project + expand pair.
@@ -146,36 +150,210 @@ for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
 
 def step_table(repeats: int) -> str:
     """Median wall time of one training step (forward, backward, optimizer) on FC-Fashion-MNIST shapes."""
-    import time
-
     import torch
 
     from . import RBD, models
 
-    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
     rows = ["| optimizer | ms per step | vs SGD |", "|---|---:|---:|"]
     base = None
     for name in ("torch.optim.SGD", "RBD normal d=250", "RBD uniform d=250", "RBD rademacher d=250"):
         model = models.fc(seed=0)
         opt = (torch.optim.SGD(model.parameters(), lr=0.25) if name.startswith("torch")
                else RBD(model.parameters(), lr=0.5, dim=250, distribution=name.split()[1]))
-        times = []
-        for _ in range(repeats + 3):
-            start = time.perf_counter()
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-            times.append(time.perf_counter() - start)
-        ms = 1e3 * statistics.median(times[3:])  # the first steps compile or load the kernels
+        ms = _step_ms(opt, model, repeats)
         base = base or ms
-        rows.append(f"| {name} | {ms:.1f} | {ms / base:.0f}x |")
+        rows.append(f"| {name} | {ms:.1f} | {ms / base:.1f}x |")
     return "\n".join(rows)
+
+
+def _step_ms(opt, model, repeats: int) -> float:
+    """Median wall time (ms) of a training step (forward, backward, optimizer) on one fixed batch."""
+    import time
+
+    import torch
+
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    times = []
+    for _ in range(repeats + 3):
+        start = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times[3:])  # the first steps compile or load the kernels
+
+
+def busy_table(repeats: int) -> str:
+    """An RBD step alone, then while one other process spins on a core (a learner's second notebook, a
+    neighbour on a shared machine): rounds alternate idle and busy, and the slowdown is their median ratio."""
+    import time
+
+    from . import RBD, models
+
+    rows = ["| optimizer | ms per step, idle | with one busy process | slowdown |", "|---|---:|---:|---:|"]
+    for dist in ("rademacher", "normal"):
+        model = models.fc(seed=0)
+        opt = RBD(model.parameters(), lr=0.5, dim=250, distribution=dist)
+        idle, busy = [], []
+        for _ in range(3):
+            idle.append(_step_ms(opt, model, repeats))
+            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                time.sleep(0.2)
+                busy.append(_step_ms(opt, model, repeats))
+            finally:
+                spinner.kill()
+                spinner.wait()
+        ratio = statistics.median(b / i for b, i in zip(busy, idle))
+        rows.append(f"| RBD {dist} d=250 | {statistics.median(idle):.1f} | {statistics.median(busy):.1f} | "
+                    f"{ratio:.2f}x |")
+    return "\n".join(rows)
+
+
+_START = r"""
+import time, torch, rbdlib
+model = rbdlib.models.fc(seed=0)
+opt = rbdlib.RBD(model.parameters(), lr=0.5, dim=250, distribution="rademacher")
+torch.nn.functional.cross_entropy(model(torch.rand(32, 1, 28, 28)), torch.randint(0, 10, (32,))).backward()
+opt.step()
+"""
+
+
+def start_table(warm_runs: int = 3) -> str:
+    """Wall time of a new Python process to the end of its first RBD step (FC network): once with an empty
+    Numba cache (every kernel compiled), then ``warm_runs`` times with that cache filled. A temporary
+    NUMBA_CACHE_DIR keeps the user's own cache out of it."""
+    import os
+    import tempfile
+    import time
+
+    def run(env) -> float:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _START], env=env, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    with tempfile.TemporaryDirectory(prefix="rbdlib-bench-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold = run(env)
+        warm = [run(env) for _ in range(warm_runs)]
+    return "\n".join(["| new process to first RBD step | seconds |", "|---|---:|",
+                      f"| empty compile cache | {cold:.1f} |",
+                      f"| warm cache (median, best of {warm_runs}) | {statistics.median(warm):.1f}, {min(warm):.1f} |"])
+
+
+def _rates(repeats: int = 15) -> dict:
+    """Seconds per Philox word, per normal transform (one element) and per float32 dot element, on one
+    thread over one tile in L1 cache (best of ``repeats``), with the kernels' own inlined pieces."""
+    import time
+
+    import numpy as np
+    from numba import njit
+
+    from .kernels import cpu
+
+    u = np.uint64
+
+    @njit(nogil=True, error_model="numpy")
+    def words(bits, reps):
+        for r in range(reps):
+            cpu._words(bits, 0, bits.shape[0] // 4, r, 0, 0, u(1), u(2))
+
+    @njit(nogil=True, error_model="numpy")
+    def transform(buf, out, reps):  # the second pass of cpu.fill for normal bases
+        for _ in range(reps):
+            for p in range(buf.shape[0] // 2):
+                r = cpu._radius(buf[2 * p])
+                s, c = cpu._sincos(buf[2 * p + 1])
+                out[2 * p], out[2 * p + 1] = r * c, r * s
+
+    @njit(nogil=True, error_model="numpy")
+    def dot(buf, g, reps):
+        acc = 0.0
+        for _ in range(reps):
+            acc += cpu._dot(buf, g, 0, buf.shape[0])
+        return acc
+
+    n, reps = cpu.TILE, 200
+    bits = np.empty(n, np.uint32)
+    buf = np.random.default_rng(0).integers(0, 1 << 24, n).astype(np.float32)
+    g = np.ones(n, np.float32)
+
+    def best(f, *args):
+        f(*args, 1)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(*args, reps)
+            times.append(time.perf_counter() - start)
+        return min(times) / (reps * n)
+
+    return {"word": best(words, bits), "normal": best(transform, buf, np.empty_like(buf)), "dot": best(dot, buf, g)}
+
+
+def limit_table(size: int = 101_770, dim: int = 250, repeats: int = 5) -> str:
+    """What the kernels could reach on this machine, from three rates measured on one tile in L1 cache on
+    one thread: Philox words, the normal transform (per element), and a float32 dot (one pass over the
+    elements). project + expand must generate 2 dim size elements and touch each once, on ``threads()``
+    threads (assumed to scale linearly), so the limit is
+    ``2 dim size (words per element / word rate + transform + dot) / threads``; the fraction reached is that
+    time over the measured one (best of ``repeats``)."""
+    import time
+
+    import torch
+
+    from . import RandomBases
+    from .kernels import cpu
+
+    rates = _rates()
+    threads = cpu.threads()
+    g = torch.randn(size)
+    rows = [f"Philox4x32-10: {1e-9 / rates['word']:.2f} G words/s per thread; normal transform "
+            f"{rates['normal'] * 1e9:.2f} ns per element; float32 dot {rates['dot'] * 1e9:.3f} ns per element; "
+            f"{threads} threads",
+            "", f"| size | dim | bases | limit ms per project+expand | measured ms (best of {repeats}) "
+            "| fraction of the limit |",
+            "|---:|---:|---|---:|---:|---:|"]
+    per = {"normal": rates["word"] + rates["normal"] + rates["dot"],
+           "uniform": rates["word"] + rates["dot"],  # its transform is not counted: a lower bound
+           "rademacher": rates["word"] / 32 + rates["dot"]}
+    for dist, cost in per.items():
+        b = RandomBases(0, 0, 0, dim, size, dist)
+        b.expand(b.project(g))
+        times = []
+        for t in range(repeats):
+            b = RandomBases(0, t, 0, dim, size, dist)
+            start = time.perf_counter()
+            b.expand(b.project(g))
+            times.append(time.perf_counter() - start)
+        limit = 2 * dim * size * cost / threads
+        measured = min(times)  # like the rates: the best, which a busy machine disturbs least
+        rows.append(f"| {size:,} | {dim:,} | {dist} | {limit * 1e3:.1f} | {measured * 1e3:.1f} | "
+                    f"{limit / measured:.0%} |")
+    return "\n".join(rows)
+
+
+def _context() -> str:
+    import os
+    import platform
+
+    import torch
+
+    from .kernels import cpu
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (f"{model}, {os.cpu_count()} CPUs, torch {torch.__version__}, {cpu.threads()} threads "
+            f"(torch.get_num_threads()), load average {load}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbdlib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="bases", choices=["bases", "step"])
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "bases", "step", "busy", "limit", "start"])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of fresh processes (bases)")
@@ -186,6 +364,36 @@ def main(argv=None) -> None:
         return
     import torch
 
+    if args.what == "all":
+        print(f"rbdlib benchmark: {_context()}\n")
+        print(f"## Bases: project + expand against torch.randn + 2 matvec ({args.repeats} repeats per process, "
+              f"{args.rounds} interleaved rounds at the first size)\n")
+        if args.quick:
+            print(bases_table([(20_000, 50)], args.repeats, args.rounds))
+        else:
+            print("\n".join(HEADER + bases_rows(101_770, 250, args.repeats, args.rounds)
+                            + bases_rows(1_000_000, 1_000, args.repeats)))
+        steps = 2 if args.quick else 30
+        print(f"\n## One step on the paper's FC network (D = 101,770), batch 32, median of {steps}\n")
+        print(step_table(steps))
+        print(f"\n## An RBD step while one other process keeps a core busy (3 alternating rounds of {steps})\n")
+        print(busy_table(steps))
+        print("\n## The machine's limit\n")
+        print(limit_table(20_000, 50, 2) if args.quick else limit_table())
+        if not args.quick:
+            print("\n## Start-up\n")
+            print(start_table())
+        print(f"\nload average at the end: {_context().rsplit('load average ', 1)[1]}")
+        return
+    if args.what == "busy":
+        print(f"{_context()}\n{busy_table(args.repeats)}")
+        return
+    if args.what == "limit":
+        print(f"{_context()}\n{limit_table(repeats=args.repeats)}")
+        return
+    if args.what == "start":
+        print(f"{_context()}\n{start_table()}")
+        return
     if args.what == "step":
         print(f"one step on the paper's FC network (D = 101,770), batch 32, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads; median of {args.repeats}")

@@ -21,3 +21,21 @@ def test_step_table(capsys):
     out = capsys.readouterr().out
     names = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "ms" not in line]
     assert names == ["torch.optim.SGD", "RBD normal d=250", "RBD uniform d=250", "RBD rademacher d=250"]
+
+
+def test_all_quick_has_every_section(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "bases_table", lambda *args: "| bases table |")  # tested above
+    bench.main(["--quick", "--repeats", "1", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for heading in ("## Bases", "## One step", "## An RBD step while one other process", "## The machine's limit"):
+        assert heading in out
+    assert "| RBD rademacher d=250 |" in out and "fraction of the limit" in out
+    assert "load average" in out
+
+
+def test_start_table_runs(monkeypatch):
+    runs = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **kw: runs.append(env["NUMBA_CACHE_DIR"]))
+    table = bench.start_table(warm_runs=2)
+    assert "empty compile cache" in table and "warm cache" in table
+    assert len(runs) == 3 and len(set(runs)) == 1  # one temporary cache: compiled once, then loaded twice
