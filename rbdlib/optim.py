@@ -154,6 +154,9 @@ def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     if not params:
         raise ValueError("the optimizer got an empty parameter list")
     if isinstance(params[0], dict):
+        bad = next((g for g in params if not isinstance(g, dict) or "params" not in g), None)
+        if bad is not None:
+            raise TypeError(f"a parameter group must be a dict with a 'params' entry, got {bad!r}")
         # materialise each group's params once: a generator (``layer.parameters()``) read here would be
         # empty when torch.optim.Optimizer reads it again
         groups = [dict(g, params=[g["params"]] if isinstance(g["params"], torch.Tensor)

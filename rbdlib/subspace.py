@@ -53,8 +53,9 @@ class FixedSubspace(torch.nn.Module):
         if dtypes:
             raise TypeError(f"FixedSubspace needs float32 parameters, got {', '.join(dtypes)}; call model.float() "
                             "first (the fused kernels work in float32)")
-        if len({params[n].device for n in names}) > 1:
-            raise ValueError(f"all parameters must be on one device, got {sorted({str(params[n].device) for n in names})}")
+        devices = sorted({str(params[n].device) for n in names})
+        if len(devices) > 1:
+            raise ValueError(f"all parameters must be on one device, got {devices}")
         size = sum(params[n].numel() for n in names)
         if size == 0:
             raise ValueError(f"{type(model).__name__} has no trainable parameter elements (D = 0): nothing to train")
