@@ -506,3 +506,32 @@ def test_gpu_dlpack_zero_copy():
         side = b.expand(torch.ones(4, device="cuda"))
     stream.synchronize()
     torch.testing.assert_close(side, out, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_compile_cache_works_from_a_read_only_package(tmp_path):
+    """With the package on a read-only file system (a system-wide or image install), Numba's cache falls back
+    to the user's cache directory ($XDG_CACHE_HOME/numba or ~/.cache/numba), so only the first process
+    compiles. Needs root and unshare (a private read-only bind mount); skipped elsewhere."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a read-only bind mount")
+    package = tmp_path / "site"
+    shutil.copytree(os.path.dirname(rbdlib.__file__), package / "rbdlib",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    cache = tmp_path / "cache"
+    run = ("import rbdlib, torch; b = rbdlib.RandomBases(0, 0, 0, 3, 500, 'rademacher'); "
+           f"b.expand(b.project(torch.ones(500))); assert rbdlib.__file__.startswith({str(package)!r})")
+    script = (f"mount --bind {package} {package} && mount -o remount,ro,bind {package} && "
+              f"! touch {package}/rbdlib/probe 2>/dev/null && {sys.executable} -c \"{run}\"")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(package), XDG_CACHE_HOME=str(cache))
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode != 0 and "mount" in out.stderr:
+        pytest.skip(f"cannot make a read-only bind mount here: {out.stderr.strip()[:200]}")
+    assert out.returncode == 0, out.stderr
+    assert not list((package / "rbdlib").rglob("*.nbi"))
+    assert list(cache.rglob("*_project_tiles*.nbi")) and list(cache.rglob("*_expand_tiles*.nbi"))
