@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null \
-	  || $(BIN)/python -m pip install -q --timeout 20 --retries 1 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
+	  || $(BIN)/python -m pip install -q --timeout 20 --retries 0 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
 	  || $(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rbdlib)" >/dev/null
