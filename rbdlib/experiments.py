@@ -235,7 +235,12 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
 
         if not isinstance(opt, RBD):
             raise ValueError(f"only rbd and fpd run distributed (shared seeds); got {method!r}")
-        opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True)
+        from .distributed.protocol import agree
+
+        status = folder / "run.json"  # every rank must resume (or start) alike, before any other collective
+        agree([json.loads(status.read_text()).get("status") if status.exists() else None,
+               (folder / "checkpoint.pt").exists()], f"resume state of {folder} (it must be on a disk all ranks see)")
+        opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True, model=model)
         rank = opt.rank
     augment = None if args.no_augment else (datasets.augment_cifar if config["dataset"] == "cifar10"
                                             else datasets.augment_mnist)

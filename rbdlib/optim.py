@@ -92,10 +92,12 @@ def _check_saved_groups(optimizer: torch.optim.Optimizer, state_dict, extra: str
             for g, h in zip(groups, optimizer.param_groups)):
         raise ValueError(f"the saved param_groups do not match this optimizer's "
                          f"{[len(g['params']) for g in optimizer.param_groups]} parameters per group")
+    scheduler = {"initial_lr"}  # what torch.optim.lr_scheduler adds to a group
     for g, h in zip(groups, optimizer.param_groups):
-        if set(g) != set(h):
+        if set(g) - scheduler != set(h) - scheduler:
             raise ValueError(f"a saved parameter group has the keys {sorted(map(str, g))}, expected {sorted(h)}")
-        _check_lr(g["lr"], " in the saved param_groups")
+        for key in ("lr", *(scheduler & set(g))):
+            _check_lr(g[key], f" ({key}) in the saved param_groups")
     if not isinstance(state_dict[extra], dict):
         raise ValueError(f"the saved {extra!r} entry must be a dict, got {type(state_dict[extra]).__name__}")
     return state_dict[extra]

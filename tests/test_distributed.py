@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import rbdlib
 from rbdlib.distributed import DistributedRBD, LaunchError, communication, launch
+from rbdlib.distributed.protocol import agree
 
 STEPS, BATCH = 4, 8
 
@@ -118,8 +119,63 @@ def worker_stalls_then_dies(rank, world_size, timeout):
 # ---------------------------------------------------------------------------------------- tests
 
 
+def _any_error(fn):
+    start = time.monotonic()
+    try:
+        fn()
+    except Exception as error:
+        return time.monotonic() - start, f"{type(error).__name__}: {error}"
+    return time.monotonic() - start, None
+
+
+def worker_protocol(rank, world_size):
+    """Buffers kept in sync, an error on one rank reaching the other, StepLR, agreement before a resume."""
+    out = {}
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.BatchNorm1d(8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = DistributedRBD(_rbd(model), scheme="shared", model=model)
+    for t in range(2):  # each rank's batch moves its running statistics differently
+        x, y = _batch(t, rank)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    out["buffers"] = [b.clone() for b in model.buffers()]
+    out["in_sync"] = opt.in_sync()
+    if rank == 1:
+        model[1].running_var.mul_(1.5)  # a drift only in a buffer
+    out["in_sync_after_drift"] = opt.in_sync()
+    for scheme in ("shared", "independent"):
+        model = _model()
+        opt = DistributedRBD(_rbd(model), scheme=scheme)
+        before = _weights(model)
+        x, y = _batch(0, rank)
+        F.cross_entropy(model(x), y).backward()
+        if rank == 1:
+            model[0].bias.grad = model[0].bias.grad.to_sparse()  # a local error, only on rank 1
+        out["error", scheme] = _any_error(opt.step)
+        opt.zero_grad()
+        out["closure", scheme] = _any_error(lambda opt=opt: opt.step(lambda: 1 / 0 if rank == 0 else None))
+        out["unchanged", scheme] = all(torch.equal(a, b) for a, b in zip(before, _weights(model)))
+    model = _model()
+    opt = DistributedRBD(_rbd(model), scheme="independent")
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    lrs = []
+    for t in range(4):
+        x, y = _batch(t, rank)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        schedule.step()
+        lrs.append(opt.optimizer.param_groups[0]["lr"])
+    out["lrs"], out["scheduled_in_sync"] = lrs, opt.in_sync()
+    out["agree"] = _any_error(lambda: agree(["unfinished", True], "resume state"))[1]
+    out["disagree"] = _any_error(lambda: agree(["unfinished", rank == 0], "resume state"))[1]
+    return out
+
+
 def worker_all(rank, world_size):
-    return {"train": worker_train(rank, world_size), "agreement": worker_agreement(rank, world_size)}
+    return {"train": worker_train(rank, world_size), "agreement": worker_agreement(rank, world_size),
+            "protocol": worker_protocol(rank, world_size)}
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +240,7 @@ def agreement(runs):
 def test_mismatched_seed_or_weights_fail_fast_naming_the_rank(agreement):
     for rank in range(2):  # every rank raises the same error: none waits on the others
         assert "rank 1 differs from rank 0 in: seed (1 vs 0)" in agreement[rank]["seed"]
-        assert "rank 1 differs from rank 0 in: initial weights" in agreement[rank]["weights"]
+        assert "rank 1 differs from rank 0 in: weights or buffers" in agreement[rank]["weights"]
     assert all(torch.equal(x, y) for x, y in zip(agreement[0]["synced"], agreement[1]["synced"], strict=True))
 
 
@@ -251,3 +307,40 @@ def test_one_process_is_plain_rbd(scheme, tmp_path):
         assert opt.bytes_total == 2 * 4 * (12 + 1 + 4)
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------ issue 13: the protocol
+@pytest.fixture(scope="module")
+def protocol(runs):
+    return [r["protocol"] for r in runs]
+
+
+def test_buffers_are_broadcast_from_rank_0_and_fingerprinted(protocol):
+    a, b = protocol
+    assert all(torch.equal(x, y) for x, y in zip(a["buffers"], b["buffers"]))
+    assert not torch.equal(a["buffers"][0], torch.zeros(8))  # the running mean did move
+    assert a["in_sync"] and b["in_sync"]
+    assert not a["in_sync_after_drift"] and not b["in_sync_after_drift"]
+
+
+@pytest.mark.parametrize("scheme", ["shared", "independent"])
+def test_an_error_on_one_rank_reaches_the_other_at_once(protocol, scheme):
+    (t0, e0), (t1, e1) = protocol[0]["error", scheme], protocol[1]["error", scheme]
+    assert e1.startswith("TypeError: RBD does not support sparse")
+    assert e0 == "RuntimeError: rank(s) [1] failed in this step (their own error says why); no parameter was " \
+                 "changed on any rank"
+    assert t0 < 10 and t1 < 10  # not the 60 s timeout
+    (_, c0), (_, c1) = protocol[0]["closure", scheme], protocol[1]["closure", scheme]
+    assert c0.startswith("ZeroDivisionError") and c1.startswith("RuntimeError: rank(s) [0] failed")
+    assert protocol[0]["unchanged", scheme] and protocol[1]["unchanged", scheme]
+
+
+def test_lr_schedulers_drive_distributed_rbd(protocol):
+    for p in protocol:
+        assert p["lrs"] == [0.5, 0.25, 0.25, 0.125] and p["scheduled_in_sync"]
+
+
+def test_ranks_agree_before_a_resume(protocol):
+    assert protocol[0]["agree"] is None and protocol[1]["agree"] is None
+    for p in protocol:
+        assert p["disagree"].startswith("RuntimeError: ranks disagree on the resume state: rank(s) [1] differ")

@@ -873,8 +873,9 @@ def test_non_contiguous_parameters_step_like_a_contiguous_twin(mode):
 @pytest.mark.parametrize("mode", ["network", "tensor", "layer", 40])
 def test_add_param_group_trains_the_new_parameters_like_an_optimizer_built_with_them(mode):
     net, ref = small_net(), small_net()
-    groups = lambda m: [{"params": list(m[0].parameters())}, {"params": list(m[1].parameters()), "lr": 0.2},
-                        {"params": list(m[4].parameters()), "lr": 0.05}]
+    def groups(m):
+        return [{"params": list(m[0].parameters())}, {"params": list(m[1].parameters()), "lr": 0.2},
+                {"params": list(m[4].parameters()), "lr": 0.05}]
     grown = RBD(groups(net)[:2], lr=0.5, dim=5, compartments=mode, seed=3)
     x, y = batch()
     loss_of(net, x, y).backward()

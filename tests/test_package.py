@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import rbdlib
 
@@ -61,3 +62,29 @@ def test_public_api_lists_functions_and_classes_and_modules_stay_modules():
 
     assert isinstance(rbdlib.train, types.ModuleType) and rbdlib.train is train_module
     assert rbdlib.fit is train is train_module.train
+
+
+def _rbdlib_imports(path: Path) -> set[str]:
+    """The rbdlib modules ``path`` imports (relative imports resolved against its package)."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module or ""]))
+            found |= {module} if node.module else {f"{module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("rbdlib")}
+
+
+def test_the_distributed_protocol_stands_apart_from_launcher_example_cli_and_experiments():
+    folder = ROOT / "rbdlib" / "distributed"
+    assert _rbdlib_imports(folder / "protocol.py") == {"rbdlib.optim", "rbdlib.bases"}
+    assert _rbdlib_imports(folder / "launch.py") <= {"rbdlib.set_threads"}
+    for path in folder.glob("*.py"):  # no tie back to the experiment modules
+        assert not {m for m in _rbdlib_imports(path) if m.startswith(("rbdlib.experiments", "rbdlib.results"))}, path
+    example = (folder / "example.py").read_text()
+    assert "rbdlib.models" in _rbdlib_imports(folder / "example.py") and "nn.Linear" not in example

@@ -27,11 +27,16 @@ gradient all-reduce (DDP). Two schemes:
 Every rank applies the same additions in rank order, so all ranks end bit-identical without ever
 sending weights. At start-up the ranks compare a fingerprint of their initial weights, seed, bases
 configuration, hyper-parameters and step counter and raise a clear error naming the ranks that differ.
-A non-finite gradient on any rank makes all ranks raise or skip together (a flag rides in the same
-message as the coordinates, so agreeing costs no extra round trip).
+A non-finite gradient on any rank makes all ranks raise or skip together, and an error on one rank inside
+``step`` (its closure, a sparse gradient, a bad lr) reaches the others at once: flags ride in the same
+message as the coordinates, so agreeing costs no extra round trip. Buffers of the model (batch-norm running
+statistics), when ``model`` is given, are broadcast from rank 0 after every step, as DDP does, and are part
+of the fingerprint that :meth:`DistributedRBD.check` and :meth:`DistributedRBD.in_sync` compare.
 
-Launch with ``torchrun --nproc-per-node N -m rbdlib.distributed`` (gloo on CPU, NCCL on GPU), or from a
-notebook with :func:`launch`, which starts N local processes (gloo, 127.0.0.1).
+This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer and the
+bases. Starting processes is :mod:`rbdlib.distributed.launch` (``torchrun --nproc-per-node N -m
+rbdlib.distributed`` or :func:`~rbdlib.distributed.launch.launch` from a notebook), the example training
+loop :mod:`rbdlib.distributed.example` and the command line ``rbdlib/distributed/__main__.py``.
 
 >>> import torch, rbdlib
 >>> model = torch.nn.Linear(784, 10)
@@ -43,23 +48,16 @@ notebook with :func:`launch`, which starts N local processes (gloo, 127.0.0.1).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import hashlib
 import json
-import math
-import os
-import pickle
-import socket
-import sys
+import numbers
 import time
-import traceback
 
 import torch
 import torch.distributed as dist
 
-from .bases import RandomBases
-from .optim import RBD, _add
+from ..bases import RandomBases
+from ..optim import RBD, _add
 
 SCHEMES = ("shared", "independent")
 FLOAT_BYTES = 4
@@ -73,11 +71,15 @@ def communication(optimizer: RBD, world_size: int, scheme: str = "independent") 
     """Bytes one rank receives per step from the coordinate collective, next to what DDP would all-reduce.
 
     The message of one rank is ``sum(dims)`` float32 coordinates plus ``1 + len(params)`` float32 control
-    words (the non-finite flag and which parameters have a gradient). ``shared`` all-reduces it
+    words (the flag word: non-finite gradient or error, and which parameters have a gradient). ``shared`` all-reduces it
     (payload 4 * message bytes); ``independent`` all-gathers it (4 * W * message bytes arrive at each
     rank). DDP all-reduces the float32 gradient: 4 * D bytes. Payload sizes, not wire traffic: a ring
     all-reduce moves about 2 (W-1)/W times its payload per rank, for DDP and ``shared`` alike.
     """
+    if not isinstance(optimizer, RBD):
+        raise TypeError(f"communication needs an rbdlib.RBD optimizer, got {type(optimizer).__name__}")
+    if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
     _check_scheme(scheme)
     copies = 1 if scheme == "shared" else int(world_size)
     control = 1 + len(optimizer.params)
@@ -93,133 +95,29 @@ def _check_scheme(scheme) -> None:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Process groups
+def agree(value, what: str, group=None) -> None:
+    """Raise on every rank, before any other collective, unless every rank holds the same ``value`` (JSON).
 
-
-def init(backend: str | None = None, timeout: float = 60.0) -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the
-    environment) unless one exists; returns ``(rank, world_size)``.
-
-    ``backend`` defaults to "nccl" when CUDA is available, else "gloo". ``timeout`` (seconds) bounds every
-    collective, so a dead worker produces an error rather than a hang (gloo raises; NCCL's watchdog
-    aborts the process). On CUDA the current device becomes ``cuda:LOCAL_RANK``.
+    One all-gather of a 32-byte digest: e.g. ``agree([run_status, checkpoint_exists], "resume state")``
+    before a resumed run, so that no rank starts training (or a collective) that its peers do not.
     """
-    if not dist.is_initialized():
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-    return dist.get_rank(), dist.get_world_size()
+    mine = torch.tensor([_signed(_digest(json.dumps(value, sort_keys=True, default=str).encode()))])
+    rows = _gather_cpu(mine, group)
+    differ = [r for r, row in enumerate(rows) if not torch.equal(row, rows[0])]
+    if differ:
+        raise RuntimeError(f"ranks disagree on the {what}: rank(s) {differ} differ from rank 0 (this rank, "
+                           f"{dist.get_rank(group)}, has {value!r}); nothing was started on any rank")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host`` (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _gather_cpu(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+    if dist.get_backend(group) == "nccl":
+        tensor = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+    out = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(out, tensor, group=group)
+    return [t.cpu() for t in out]
 
 
-class LaunchError(RuntimeError):
-    """One or more processes of :func:`launch` failed; ``failures`` maps rank -> message/traceback."""
-
-    def __init__(self, failures: dict[int, str], results: dict):
-        self.failures, self.results = failures, results
-        lines = [f"{len(failures)} of the launched processes failed:"]
-        for rank in sorted(failures):
-            lines.append(f"--- rank {rank}:\n{failures[rank].rstrip()}")
-        super().__init__("\n".join(lines))
-
-
-def _launched(fn, rank, world_size, port, timeout, threads, queue, args):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
-    if sys.platform.startswith("linux"):  # keep gloo on the loopback device (not the host name's address)
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    elif sys.platform == "darwin":
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo0")
-    try:
-        from . import set_threads
-
-        set_threads(threads)
-        torch.set_num_threads(threads)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
-        try:
-            result = fn(rank, world_size, *args)
-        finally:
-            dist.destroy_process_group()
-        message = (rank, True, pickle.dumps(result))  # by value: the process may exit before it is read
-    except BaseException:  # report everything, SystemExit included, to the parent
-        message = (rank, False, traceback.format_exc())
-    queue.put(message)
-
-
-def launch(fn, world_size: int, *args, timeout: float = 60.0, threads: int | None = None,
-           join_timeout: float | None = None) -> list:
-    """Run ``fn(rank, world_size, *args)`` in ``world_size`` new processes joined by gloo on 127.0.0.1.
-
-    Returns the results in rank order; raises :class:`LaunchError` (with every rank's traceback) when
-    any process raised or died. ``timeout`` (seconds) bounds each collective; ``threads`` (default: the
-    cores shared out) is each process's thread count for rbdlib's kernels and torch, so W processes do not
-    oversubscribe the machine. ``join_timeout`` (default ``2 * timeout + 120``) is the most seconds to wait
-    for all of them; processes still alive then are terminated.
-
-    Processes are started with "spawn", so ``fn`` and ``args`` must be picklable and ``fn`` importable:
-    a function defined in a module, not in a notebook cell or ``__main__`` of an interactive session
-    (:func:`train` is one you can use directly). Results travel back pickled. In a script, call
-    ``launch`` under ``if __name__ == "__main__":`` (spawned processes re-import the script).
-
-    >>> results = launch(train, 2, "shared", 3)            # doctest: +SKIP
-    >>> [r["rank"] for r in results]                        # doctest: +SKIP
-    [0, 1]
-    """
-    import torch.multiprocessing as mp
-
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // world_size)
-    join_timeout = 2 * timeout + 120 if join_timeout is None else join_timeout
-    ctx = mp.get_context("spawn")
-    queue = ctx.SimpleQueue()
-    port = free_port()
-    procs = [ctx.Process(target=_launched, args=(fn, r, world_size, port, timeout, threads, queue, args),
-                         daemon=True) for r in range(world_size)]
-    for p in procs:
-        p.start()
-    results, failures = {}, {}
-    deadline = time.monotonic() + join_timeout
-    try:
-        while len(results) + len(failures) < world_size:
-            while not queue.empty():
-                rank, ok, payload = queue.get()
-                if ok:
-                    results[rank] = pickle.loads(payload)
-                else:
-                    failures[rank] = payload
-            done = set(results) | set(failures)
-            if all(not p.is_alive() for p in procs) and queue.empty():
-                for rank, p in enumerate(procs):
-                    if rank not in done:
-                        failures[rank] = f"process exited with code {p.exitcode} before returning a result"
-                break
-            if time.monotonic() > deadline:
-                for rank in range(world_size):
-                    if rank not in done:
-                        failures[rank] = f"no result after join_timeout={join_timeout} s; terminated"
-                break
-            time.sleep(0.02)
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-    if failures:
-        raise LaunchError(failures, results)
-    return [results[r] for r in range(world_size)]
+ERROR_FLAG = float(2**20)  # added to the flag word by a rank whose step failed; a non-finite gradient adds 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,29 +145,37 @@ def _apply(opt: RBD, k: int, coords: torch.Tensor, frozen) -> torch.Tensor:
     return delta
 
 
-class DistributedRBD:
+class DistributedRBD(torch.optim.Optimizer):
     """Data-parallel RBD over ``torch.distributed``: wraps an :class:`rbdlib.RBD` built on every rank.
 
     Args:
         optimizer: the RBD (or FPD) optimizer of this rank, built identically on every rank.
         scheme: "independent" (each worker its own bases; the paper's) or "shared" (one basis for all).
         group: the process group (default: the world). Call :func:`init` or ``init_process_group`` first.
-        sync_weights: broadcast rank 0's parameters first (as DDP does) instead of requiring equal ones.
+        sync_weights: broadcast rank 0's parameters (and buffers) first, as DDP does, instead of requiring
+            equal ones.
         check: compare the fingerprints of all ranks now; on mismatch raise ``RuntimeError`` naming the
-            ranks and what differs (initial weights, seed, bases configuration, hyper-parameters, step).
+            ranks and what differs (initial weights or buffers, seed, bases configuration, hyper-parameters,
+            step).
+        model: the module whose buffers (batch-norm running statistics) must stay identical: they are
+            broadcast from rank 0 after every step (DDP's ``broadcast_buffers``) and fingerprinted.
 
-    Use it like the optimizer: ``loss.backward(); dopt.step(); dopt.zero_grad()``. Attributes:
-    ``bytes_per_step`` (what one rank receives from the coordinate collective per step),
-    ``coord_bytes_per_step`` (of which coordinates), ``ddp_bytes_per_step`` (4 D), ``bytes_total``,
-    ``seconds`` (cumulative time in project / communicate / expand), ``rank``, ``world_size``.
-    :meth:`summary` prints them.
+    Use it like the optimizer: ``loss.backward(); dopt.step(); dopt.zero_grad()``. It is a
+    ``torch.optim.Optimizer`` sharing the wrapped optimizer's ``param_groups``, so ``torch.optim.lr_scheduler``
+    schedulers drive it. Attributes: ``bytes_per_step`` (what one rank receives per step: the coordinate
+    collective and the buffers), ``coord_bytes_per_step`` (of which coordinates), ``ddp_bytes_per_step``
+    (4 D), ``bytes_total``, ``seconds`` (cumulative time in project / communicate / expand), ``rank``,
+    ``world_size``. :meth:`summary` prints them.
     """
 
     def __init__(self, optimizer: RBD, scheme: str = "independent", group=None, sync_weights: bool = False,
-                 check: bool = True):
+                 check: bool = True, model: torch.nn.Module | None = None):
         if not isinstance(optimizer, RBD):
             raise TypeError(f"DistributedRBD wraps an rbdlib.RBD optimizer, got {type(optimizer).__name__}")
         _check_scheme(scheme)
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (its buffers are kept in sync), "
+                            f"got {type(model).__name__}")
         if not dist.is_initialized():
             raise RuntimeError("torch.distributed is not initialized: call rbdlib.distributed.init() (under "
                                "torchrun) or use rbdlib.distributed.launch(), then build DistributedRBD")
@@ -277,11 +183,15 @@ class DistributedRBD:
             raise ValueError("record=True with scheme='independent' would log only this rank's coordinates, "
                              "which rbdlib.replay cannot replay; use scheme='shared' (replayable) or "
                              "record=False")
+        super().__init__(optimizer.param_groups, optimizer.defaults)
+        self.param_groups, self.state = optimizer.param_groups, optimizer.state  # the same objects: shared
         self.optimizer, self.scheme, self.group = optimizer, scheme, group
+        self.buffers = [] if model is None else [b for b in model.buffers() if b is not None]
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.device = optimizer.params[0].device
         comm = communication(optimizer, self.world_size, scheme)
-        self.bytes_per_step = comm["bytes_per_step"]
+        self.buffer_bytes_per_step = sum(b.numel() * b.element_size() for b in self.buffers)
+        self.bytes_per_step = comm["bytes_per_step"] + self.buffer_bytes_per_step
         self.coord_bytes_per_step = comm["coord_bytes_per_step"]
         self.ddp_bytes_per_step = comm["ddp_bytes_per_step"]
         self.bytes_total = 0
@@ -289,14 +199,33 @@ class DistributedRBD:
         if sync_weights:
             with torch.no_grad():
                 for p in optimizer.params:
-                    dist.broadcast(p.data, src=dist.get_global_rank(group, 0) if group else 0, group=group)
+                    dist.broadcast(p.data, src=self._source, group=group)
+            self._broadcast_buffers()
         if check:
             self.check()
 
-    # ------------------------------------------------------------------ delegation
     @property
-    def param_groups(self):
-        return self.optimizer.param_groups
+    def _source(self) -> int:
+        return dist.get_global_rank(self.group, 0) if self.group else 0
+
+    @torch.no_grad()
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's buffers to every rank, one broadcast per dtype (DDP's ``broadcast_buffers``)."""
+        for dtype in dict.fromkeys(b.dtype for b in self.buffers):
+            same = [b for b in self.buffers if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in same])
+            dist.broadcast(flat, src=self._source, group=self.group)
+            at = 0
+            for b in same:
+                b.copy_(flat[at:at + b.numel()].view_as(b))
+                at += b.numel()
+
+    # ------------------------------------------------------------------ delegation
+    def add_param_group(self, param_group: dict) -> None:
+        if hasattr(self, "optimizer"):
+            raise NotImplementedError("add parameters to the wrapped RBD on every rank and build a new "
+                                      "DistributedRBD (the ranks must agree on the layout)")
+        super().add_param_group(param_group)
 
     @property
     def steps(self) -> int:
@@ -315,7 +244,8 @@ class DistributedRBD:
 
     # ------------------------------------------------------------------ agreement
     def fingerprint(self) -> dict:
-        """What must agree across ranks: seed, bases configuration, hyper-parameters, step, weights."""
+        """What must agree across ranks: seed, bases configuration, hyper-parameters, step, weights and
+        buffers."""
         opt = self.optimizer
         config = {k: v for k, v in opt.config().items() if k != "seed"}
         hyper = {"scheme": self.scheme, "lrs": [g["lr"] for g in opt.param_groups],
@@ -323,7 +253,7 @@ class DistributedRBD:
         weights = hashlib.sha256()
         total = 0.0
         with torch.no_grad():
-            for p in opt.params:
+            for p in [*opt.params, *self.buffers]:
                 host = p.detach().cpu().contiguous()
                 weights.update(host.numpy().tobytes())
                 total += float(host.double().sum())
@@ -357,7 +287,7 @@ class DistributedRBD:
                     shown.append(f"step counter ({r[i]} vs {ref[i]})")
                 elif k == "weights":
                     sums = [float(torch.tensor([x[-1]]).view(torch.float64)) for x in (r, ref)]
-                    shown.append(f"initial weights (float64 sum {sums[0]!r} vs {sums[1]!r})")
+                    shown.append(f"weights or buffers (float64 sum {sums[0]!r} vs {sums[1]!r})")
                 else:
                     shown.append(k)
             problems.append(f"rank {rank} differs from rank 0 in: {', '.join(shown)}")
@@ -370,41 +300,48 @@ class DistributedRBD:
                 "sync_weights=True to copy rank 0's weights.")
 
     def in_sync(self) -> bool:
-        """True when the parameters are bit-identical on every rank (one all-gather of 16 bytes)."""
+        """True when the parameters and buffers are bit-identical on every rank (one all-gather of 16 bytes)."""
         fp = self.fingerprint()
         mine = torch.tensor([fp["weights"], fp["step counter"]], dtype=torch.int64)
         return all(torch.equal(r, mine) for r in self._gather(mine))
 
     def _gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
-        if dist.get_backend(self.group) == "nccl":
-            tensor = tensor.to(self.device)
-        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        dist.all_gather(out, tensor, group=self.group)
-        return [t.cpu() for t in out]
+        return _gather_cpu(tensor, self.group)
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
     def step(self, closure=None):
-        """One distributed RBD step. Returns the closure's loss, if a closure was given."""
+        """One distributed RBD step. Returns the closure's loss, if a closure was given.
+
+        Whatever fails on this rank before the exchange (the closure, the step-time checks, a sparse
+        gradient) is flagged in this rank's message, so every other rank raises at once instead of
+        waiting for the timeout; no rank changes a parameter.
+        """
         opt = self.optimizer
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
         n = opt.num_coords
         worker = 0 if self.scheme == "shared" else self.rank
-        params = opt.params
-        finite = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
-        message = torch.zeros(n + 1 + len(params), dtype=torch.float32, device=self.device)
-        message[n + 1:] = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
-        grads = coords = None
+        message = torch.zeros(n + 1 + len(opt.params), dtype=torch.float32, device=self.device)
+        loss = grads = coords = error = None
+        finite = True
         t0 = time.perf_counter()
-        if finite:
-            grads = opt.gradient()
-            coords = opt.coordinates(grads, worker=worker)
-            torch.cat(coords, out=message[:n])
-        else:
-            message[n] = 1.0
+        try:
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            opt.check()
+            message[n + 1:] = torch.tensor([p.grad is not None for p in opt.params], dtype=torch.float32)
+            finite = all(bool(torch.isfinite(p.grad).all()) for p in opt.params if p.grad is not None and
+                         not p.grad.is_sparse)
+            if finite:
+                grads = opt.gradient()
+                coords = opt.coordinates(grads, worker=worker)
+                torch.cat(coords, out=message[:n])
+            else:
+                message[n] = 1.0
+        except Exception as caught:  # tell the others, then raise it here
+            error = caught
+            message.zero_()
+            message[n] = ERROR_FLAG
         t1 = time.perf_counter()
         if self.scheme == "shared":
             dist.all_reduce(message, group=self.group)
@@ -416,9 +353,17 @@ class DistributedRBD:
         t2 = time.perf_counter()
         self.seconds["project"] += t1 - t0
         self.seconds["communicate"] += t2 - t1
-        control = sum(m[n:].cpu() for m in messages)  # [ranks with a non-finite gradient, has_grad counts]
-        if control[0] > 0:
-            bad = self._nonfinite_ranks(messages, n, finite)
+        control = sum(m[n:].cpu() for m in messages)  # [flag word, has_grad counts]
+        flags = int(control[0])
+        if flags >= ERROR_FLAG:
+            failed = self._flagged_ranks(messages, n, ERROR_FLAG if error is not None else 0.0, ERROR_FLAG)
+            if error is not None:
+                raise error
+            raise RuntimeError(f"rank(s) {failed} failed in this step (their own error says why); no parameter "
+                               "was changed on any rank")
+        self._broadcast_buffers()
+        if flags > 0:
+            bad = self._flagged_ranks(messages, n, 0.0 if finite else 1.0, 1.0)
             if opt.nonfinite == "skip":
                 opt.skipped += 1
                 return loss
@@ -438,12 +383,13 @@ class DistributedRBD:
         opt.finish(logged, grads, deltas, frozen)  # its cosine: the applied step against this rank's gradient
         return loss
 
-    def _nonfinite_ranks(self, messages, n, finite) -> list[int]:
+    def _flagged_ranks(self, messages, n, mine: float, flag: float) -> list[int]:
+        """The ranks whose flag word holds ``flag`` (every rank calls this together)."""
         if self.scheme == "independent":
-            return [r for r, m in enumerate(messages) if m[n] > 0]
-        flags = self._gather(torch.tensor([0.0 if finite else 1.0]))  # rare path: learn who it was
+            return [r for r, m in enumerate(messages) if m[n] >= flag]
+        flags = self._gather(torch.tensor([mine]))  # rare path: learn who it was
         self.bytes_total += FLOAT_BYTES * self.world_size
-        return [r for r, f in enumerate(flags) if f.item() > 0]
+        return [r for r, f in enumerate(flags) if f.item() >= flag]
 
     # ------------------------------------------------------------------ reporting
     def summary(self) -> str:
@@ -459,142 +405,3 @@ class DistributedRBD:
             ms = {k: 1e3 * v / opt.steps for k, v in self.seconds.items()}
             lines.append("  ms/step: " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()))
         return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
-# A runnable example: the paper's FC network
-
-
-def _fc(seed: int, in_shape, classes: int) -> torch.nn.Module:
-    try:
-        from .models import fc
-    except ImportError:
-        fc = None
-    if fc is not None:
-        return fc(in_shape, classes, seed=seed)
-    torch.manual_seed(seed)
-    c, h, w = in_shape
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * h * w, 128), torch.nn.ReLU(),
-                                torch.nn.Linear(128, classes))
-    for m in model:
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            torch.nn.init.zeros_(m.bias)
-    return model
-
-
-def _data(name: str, seed: int):
-    """(train_x, train_y, val_x, val_y, description): the dataset if on disk, else synthetic images."""
-    try:
-        from .data import load_dataset
-
-        ds = load_dataset(name, download=False)
-        return ds.train_x, ds.train_y, ds.val_x, ds.val_y, f"{name} ({len(ds.train_x):,} training images)"
-    except Exception as error:  # ImportError, DatasetNotFoundError, ...: fall back, and say so
-        g = torch.Generator().manual_seed(seed)
-        centres = torch.rand(10, 1, 28, 28, generator=g)
-        y = torch.randint(0, 10, (12_000,), generator=g)
-        x = (centres[y] + 0.3 * torch.randn(len(y), 1, 28, 28, generator=g)).clamp(0, 1)
-        return x[:10_000], y[:10_000], x[10_000:], y[10_000:], f"synthetic 28x28 data ({name}: {error})"
-
-
-def train(rank: int, world_size: int, scheme: str = "independent", steps: int = 20, dim: int = 250,
-          lr: float = 0.5, batch_size: int = 32, seed: int = 0, dataset: str = "fashion-mnist",
-          warmup: int = 2) -> dict:
-    """Train the paper's FC network (D = 101,770 on 28x28 images) for ``steps`` distributed RBD steps.
-
-    Needs an initialized process group (under :func:`launch` or after :func:`init`). Each rank takes its
-    own ``batch_size`` slice of a global batch of ``world_size * batch_size`` images. Returns a dict with
-    the bytes per step, DDP's, milliseconds per step (after ``warmup`` steps, which include compiling),
-    the first and last losses, rank 0's validation accuracy and whether all ranks are bit-identical.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-    train_x, train_y, val_x, val_y, source = _data(dataset, seed)
-    model = _fc(seed, tuple(train_x.shape[1:]), 10).to(device)
-    opt = DistributedRBD(RBD(model.parameters(), lr=lr, dim=dim, seed=seed), scheme=scheme)
-    g = torch.Generator().manual_seed(seed + 1)
-    order, at, losses = torch.randperm(len(train_x), generator=g), 0, []
-    per_step = world_size * batch_size
-    timed_from = None
-    for t in range(steps):
-        if t == warmup:
-            if device is not None:
-                torch.cuda.synchronize()
-            timed_from = time.perf_counter()
-            seconds0 = dict(opt.seconds)
-        if at + per_step > len(order):
-            order, at = torch.randperm(len(train_x), generator=g), 0
-        index = order[at + rank * batch_size: at + (rank + 1) * batch_size]
-        at += per_step
-        x, y = train_x[index].to(device), train_y[index].to(device)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss.detach()))
-    if device is not None:
-        torch.cuda.synchronize()
-    timed = steps - warmup
-    ms = 1e3 * (time.perf_counter() - timed_from) / timed if timed_from is not None else math.nan
-    phases = {k: 1e3 * (v - seconds0[k]) / timed for k, v in opt.seconds.items()} if timed_from else {}
-    with torch.no_grad():
-        acc = float((model(val_x.to(device)).argmax(1) == val_y.to(device)).float().mean())
-    return {"rank": rank, "world_size": world_size, "scheme": scheme, "source": source,
-            "parameters": opt.optimizer.size, "coords": opt.optimizer.num_coords,
-            "bytes_per_step": opt.bytes_per_step, "coord_bytes_per_step": opt.coord_bytes_per_step,
-            "ddp_bytes_per_step": opt.ddp_bytes_per_step, "ms_per_step": ms, "ms_phases": phases,
-            "loss_first": losses[0], "loss_last": losses[-1], "val_acc": acc, "in_sync": opt.in_sync(),
-            "summary": opt.summary()}
-
-
-def _report(r: dict) -> str:
-    phases = ", ".join(f"{k} {v:.1f}" for k, v in r["ms_phases"].items())
-    return (f"{r['scheme']}: {r['world_size']} process(es), data: {r['source']}\n"
-            f"  D={r['parameters']:,}, sum(dims)={r['coords']}: {r['bytes_per_step']:,} B/step received "
-            f"({r['coord_bytes_per_step']:,} B coordinates) vs DDP {r['ddp_bytes_per_step']:,} B/step "
-            f"({r['ddp_bytes_per_step'] / r['bytes_per_step']:,.0f}x less)\n"
-            f"  {r['ms_per_step']:.1f} ms/step wall (rank 0; phases: {phases}); "
-            f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; val acc {r['val_acc']:.3f}; "
-            f"ranks bit-identical: {r['in_sync']}")
-
-
-def main(argv=None) -> None:
-    """``torchrun --nproc-per-node N -m rbdlib.distributed [--scheme ...]`` or, without torchrun,
-    ``python -m rbdlib.distributed --nproc N`` (local processes via :func:`launch`)."""
-    parser = argparse.ArgumentParser(prog="python -m rbdlib.distributed", description=main.__doc__)
-    parser.add_argument("--scheme", choices=SCHEMES + ("both",), default="both")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--dim", type=int, default=250)
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a collective fails")
-    parser.add_argument("--nproc", type=int, default=1, help="processes to start when not under torchrun")
-    args = parser.parse_args(argv)
-    schemes = SCHEMES if args.scheme == "both" else (args.scheme,)
-    options = (args.steps, args.dim, args.lr, args.batch_size, args.seed, args.dataset, args.warmup)
-    if "RANK" in os.environ:  # under torchrun
-        rank, world_size = init(timeout=args.timeout)
-        if not torch.cuda.is_available():  # share the cores among the local processes
-            from . import set_threads
-
-            threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
-            set_threads(threads)
-            torch.set_num_threads(threads)
-        for scheme in schemes:
-            result = train(rank, world_size, scheme, *options)
-            if rank == 0:
-                print(_report(result), flush=True)
-        dist.destroy_process_group()
-    else:
-        for scheme in schemes:
-            result = launch(train, args.nproc, scheme, *options, timeout=args.timeout)[0]
-            print(_report(result), flush=True)
-
-
-if __name__ == "__main__":
-    main()
