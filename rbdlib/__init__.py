@@ -16,7 +16,8 @@ Only torch, numpy and numba are needed to import rbdlib; the ``[notebooks]`` ext
 scikit-learn (the offline ``digits`` dataset).
 """
 
-from . import data, models, train  # noqa: F401  (the modules, importable as rbdlib.data etc.)
+# _threads first: it must run before anything imports torch; the rest are modules (rbdlib.data etc.)
+from . import _threads, data, models, train  # noqa: F401
 from .bases import RandomBases, philox4x32
 from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available

@@ -535,3 +535,14 @@ def test_compile_cache_works_from_a_read_only_package(tmp_path):
     assert out.returncode == 0, out.stderr
     assert not list((package / "rbdlib").rglob("*.nbi"))
     assert list(cache.rglob("*_project_tiles*.nbi")) and list(cache.rglob("*_expand_tiles*.nbi"))
+
+
+def test_importing_rbdlib_first_makes_torchs_idle_threads_sleep():
+    import os
+
+    script = "import rbdlib, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    run = lambda env: subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,  # noqa: E731
+                                     text=True, check=True).stdout.strip()
+    assert run(env) == "PASSIVE"
+    assert run(dict(env, OMP_WAIT_POLICY="ACTIVE")) == "ACTIVE"  # the user's choice stands
