@@ -83,7 +83,7 @@ def _rbdlib_imports(path: Path) -> set[str]:
 def test_the_distributed_protocol_stands_apart_from_launcher_example_cli_and_experiments():
     folder = ROOT / "rbdlib" / "distributed"
     assert _rbdlib_imports(folder / "protocol.py") == {"rbdlib.optim", "rbdlib.bases"}
-    assert _rbdlib_imports(folder / "launch.py") <= {"rbdlib.set_threads"}
+    assert _rbdlib_imports(folder / "launcher.py") <= {"rbdlib.set_threads"}
     for path in folder.glob("*.py"):  # no tie back to the experiment modules
         assert not {m for m in _rbdlib_imports(path) if m.startswith(("rbdlib.experiments", "rbdlib.results"))}, path
     example = (folder / "example.py").read_text()

@@ -1,5 +1,5 @@
 """``python -m rbdlib.distributed``: the example of :mod:`rbdlib.distributed.example`, under ``torchrun``
-or in local processes started by :func:`rbdlib.distributed.launch.launch`. Every option is checked before
+or in local processes started by :func:`rbdlib.distributed.launcher.launch`. Every option is checked before
 any process starts."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from ..data import DATASETS
 from .example import _report, train
-from .launch import init, launch
+from .launcher import init, launch
 from .protocol import SCHEMES
 
 

@@ -34,8 +34,8 @@ statistics), when ``model`` is given, are broadcast from rank 0 after every step
 of the fingerprint that :meth:`DistributedRBD.check` and :meth:`DistributedRBD.in_sync` compare.
 
 This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer and the
-bases. Starting processes is :mod:`rbdlib.distributed.launch` (``torchrun --nproc-per-node N -m
-rbdlib.distributed`` or :func:`~rbdlib.distributed.launch.launch` from a notebook), the example training
+bases. Starting processes is :mod:`rbdlib.distributed.launcher` (``torchrun --nproc-per-node N -m
+rbdlib.distributed`` or :func:`~rbdlib.distributed.launcher.launch` from a notebook), the example training
 loop :mod:`rbdlib.distributed.example` and the command line ``rbdlib/distributed/__main__.py``.
 
 >>> import torch, rbdlib
