@@ -588,6 +588,15 @@ bad("communication(scheme='ring')", lambda w: distributed.communication(w.rbd, 2
 bad("communication(an SGD optimizer)",
     lambda w: distributed.communication(torch.optim.SGD(w.twin.parameters(), lr=0.1), 2), TypeError,
     "communication needs an rbdlib.RBD optimizer, got SGD")
+for name, make, error, match in [
+    ("an SGD optimizer", lambda w: distributed.DistributedRBD(torch.optim.SGD(w.twin.parameters(), lr=0.1)), TypeError,
+     "DistributedRBD wraps an rbdlib.RBD optimizer, got SGD"),
+    ("scheme='ring'", lambda w: distributed.DistributedRBD(w.rbd, scheme="ring"), ValueError, "scheme must be one of"),
+    ("model=[]", lambda w: distributed.DistributedRBD(w.rbd, model=[]), TypeError, "model must be a torch.nn.Module"),
+    ("no process group", lambda w: distributed.DistributedRBD(w.rbd), RuntimeError,
+     "torch.distributed is not initialized"),
+]:
+    bad(f"DistributedRBD({name})", make, error, match)
 good("communication(world_size=2)", lambda w: distributed.communication(w.rbd, 2),
      lambda w, c: c["coord_bytes_per_step"] == 4 * 3 * 2 or pytest.fail(str(c)))
 

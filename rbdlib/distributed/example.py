@@ -46,7 +46,7 @@ def train(rank: int, world_size: int, scheme: str = "independent", steps: int = 
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
     train_x, train_y, val_x, val_y, source = _data(dataset, seed)
     model = fc(tuple(train_x.shape[1:]), 10, seed=seed).to(device)
-    opt = DistributedRBD(RBD(model.parameters(), lr=lr, dim=dim, seed=seed), scheme=scheme)
+    opt = DistributedRBD(RBD(model.parameters(), lr=lr, dim=dim, seed=seed), scheme=scheme, model=model)
     g = torch.Generator().manual_seed(seed + 1)
     order, at, losses = torch.randperm(len(train_x), generator=g), 0, []
     per_step = world_size * batch_size
