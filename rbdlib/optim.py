@@ -513,21 +513,18 @@ class NES(torch.optim.Optimizer):
         dim = check_index("dim", dim, ref.MAX_INDEX)
         if dim < 2:
             raise ValueError(f"NES needs a population (dim) of at least 2, got {dim}")
-        for name, flag in (("shared_batch", shared_batch), ("antithetic", antithetic)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        _check_flag("shared_batch", shared_batch)
+        _check_flag("antithetic", antithetic)
         if antithetic and dim % 2:
             raise ValueError(f"antithetic NES evaluates mirrored pairs, so dim must be even, got {dim}")
         groups, _, _ = _flat_params(params)
-        _check_params([p for g in groups for p in ([g["params"]] if isinstance(g["params"], torch.Tensor)
-                                                   else list(g["params"]))], "NES")
+        _check_params([p for g in groups for p in g["params"]], "NES")  # before torch sees duplicates
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
             _check_lr(g["lr"], " in a parameter group")
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
-        _check_params(self.params, "NES")
         self.size = _check_size(self.params, "NES")
         self.dim, self.sigma, self.seed = dim, float(sigma), check_index("seed", seed, ref.MAX_SEED)
         self.distribution = check_distribution(distribution)
