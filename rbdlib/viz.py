@@ -103,7 +103,8 @@ def plot_projected_gradient(theta, g, P, ax=None, title: str = "one step, full a
 def plot_descent_paths(paths: dict, loss, theta0=None, P=None, title: str = "descent paths",
                        minimum=(0, 0, 0)):
     """Left: paths (label -> (T, 3) array) in 3-D, with the subspace P through theta0 if given.
-    Right: loss(theta) along each path, log scale. The red star marks the minimum, at ``minimum``."""
+    Right: loss(theta) along each path, log scale. The red star marks the minimum, at ``minimum``; the left
+    panel's legend names it with the paths."""
     fig = plt.figure(figsize=(11, 4.5))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     if P is not None:
@@ -112,7 +113,8 @@ def plot_descent_paths(paths: dict, loss, theta0=None, P=None, title: str = "des
     for label, path in paths.items():
         line, = ax.plot(*np.asarray(path).T, marker=".", ms=3, label=label)
         right.semilogy([float(loss(p)) for p in path], color=line.get_color(), label=label)
-    ax.scatter(*minimum, color="red", marker="*", s=80)
+    ax.scatter(*minimum, color="red", marker="*", s=80, label="minimum")
+    ax.legend(fontsize=8, loc="upper left")
     ax.set(xlabel="$\\theta_1$", ylabel="$\\theta_2$", zlabel="$\\theta_3$", title=title)
     right.set(xlabel="step", ylabel="loss", title="loss along the path")
     right.grid(alpha=0.3)
