@@ -9,13 +9,13 @@ elements that lives in L1 cache; no ``dim x size`` matrix ever exists. Extra mem
 
 The reduction order is fixed by the tiling, not by the thread count or the work split:
 ``project`` sums each tile (vectorized, in an order the compiler fixes for this machine; for
-Rademacher in 32 explicit lanes) and then adds the tile sums in tile order; ``expand`` adds
+Rademacher in 32 explicit lanes) and then adds the tile sums pairwise (NumPy); ``expand`` adds
 directions in index order for each element. So results are bit-identical for any number of
 threads on the same machine.
 
 Rademacher signs are never written out as floats: a direction's tile is 64 Philox words, and
-element e takes the sign of bit e % 32 of word e // 32 as +-1 times a float (exact), in SIMD
-lanes. Integer-to-float conversions go through int32 because AVX2 has no int64 conversion,
+element e takes the sign of bit e % 32 of word e // 32: x or -x chosen by a bit test (exact), in
+32-bit SIMD lanes. Integer-to-float conversions go through int32 because AVX2 has no int64 conversion,
 which would keep the transforms scalar.
 """
 
@@ -213,16 +213,6 @@ def _project_tiles(g, dim, dist, seed0, seed1, step, compartment, offset, partia
 
 
 @njit(**_jit)
-def _sum_tiles(partial, scale, out):
-    """out[i] = scale * (tile sums of direction i added in tile order), in float64."""
-    for i in range(partial.shape[0]):
-        acc = 0.0
-        for tile in range(partial.shape[1]):
-            acc += partial[i, tile]
-        out[i] = acc * scale
-
-
-@njit(**_jit)
 def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale, out, tile0, tile1):
     """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j in tiles tile0 .. tile1-1."""
     dim = c.shape[0]
@@ -314,7 +304,7 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     partial = np.empty((dim, ntiles), np.float64)
     _parallel(_project_tiles, ntiles, dim * g.shape[0],
               (g, dim, dist, seed0, seed1, step, compartment, offset, partial))
-    _sum_tiles(partial, scale, out)
+    np.multiply(partial.sum(axis=1), scale, out=out)  # tile sums added pairwise (NumPy), in float64
 
 
 def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
