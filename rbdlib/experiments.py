@@ -316,25 +316,33 @@ def _final(group: list[dict]) -> tuple[int, list[float]]:
     return epoch, [100 * next(x for x in r["records"] if x["epoch"] == epoch)["val_acc"] for r in group]
 
 
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
 def summary_table(name: str, runs: list[dict], config: dict) -> str:
-    """Markdown: validation accuracy per method (mean +- sd over seeds, at the last epoch every seed reached)
-    beside the paper's, with the epoch-0 accuracy it started from and each run's status."""
-    lines = [f"| {name} | coords/step | epochs | seeds | val acc % (ours) | at epoch 0 | paper (100 epochs) | "
-             "s/epoch | status |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for spec in dict.fromkeys(r["method"] for r in runs):
-        group = [r for r in runs if r["method"] == spec and r["records"]]
+    """Markdown: validation accuracy per method beside the paper's, mean +- sd over seeds at the last epoch
+    every seed of the row reached (finished and unfinished runs of a method in separate rows), the best
+    epoch's accuracy, the measured epoch-0 accuracy it started from, and the status."""
+    lines = [f"| {name} | D | coords/step | epochs | seeds | val acc % (ours) | best epoch % | at epoch 0 | "
+             "paper (100 epochs) | s/epoch | status |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r["records"]:
+            groups.setdefault((r["method"], r["status"] == "unfinished"), []).append(r)
+    for (spec, unfinished), group in groups.items():
         epoch, accs = _final(group)
-        std = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+        best = [100 * max(x["val_acc"] for x in r["records"] if x["epoch"] <= epoch) for r in group]
         start = statistics.mean(100 * r["records"][0]["val_acc"] for r in group)
         paper = config["table"].get(parse_method(spec)[0])
         last = [r["records"][-1] for r in group if r["records"][-1]["epoch"] > 0]
         per_epoch = f"{statistics.mean(x['seconds'] / x['epoch'] for x in last):.0f}" if last else ""
-        states = sorted({r["status"] for r in group})
-        target = max(r["epochs"] for r in group)
-        status = ", ".join(states) + (f" (target {target} epochs)" if epoch < target else "")
-        lines.append(f"| {spec} | {group[0]['coords'] or group[0]['D']:,} | {epoch} | {len(group)} | "
-                     f"{statistics.mean(accs):.2f}{std} | {start:.2f} | {'' if paper is None else paper} | "
-                     f"{per_epoch} | {status} |")
+        status = ", ".join(sorted({r["status"] for r in group}))
+        if unfinished:
+            status += f" (target {max(r['epochs'] for r in group)} epochs)"
+        lines.append(f"| {spec} | {group[0]['D']:,} | {group[0]['coords'] or group[0]['D']:,} | {epoch} | "
+                     f"{len(group)} | {_mean_sd(accs)} | {_mean_sd(best)} | {start:.2f} | "
+                     f"{'' if paper is None else paper} | {per_epoch} | {status} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,7 @@ def test_cli_writes_results_with_the_right_columns(tmp_path):
     assert runs[1]["coords"] == 20 and runs[3]["coords"] == 40  # smoke d = 20; two layers
     assert {r["status"] for r in runs} == {"complete"}
     table = (out / "table.md").read_text()
-    assert "| rbd | 20 | 1 | 1 |" in table and "85.65" in table  # our numbers beside the paper's
+    assert "| rbd | 101,770 | 20 | 1 | 1 |" in table and "85.65" in table  # our numbers beside the paper's
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("checkpoint.pt"))  # finished runs keep no checkpoint
 
 
@@ -221,7 +221,7 @@ def test_commands_sharing_a_folder_share_its_table(tmp_path):
     saved = json.load(open(tmp_path / "shared" / "results.json"))
     assert len(saved["commands"]) == 2 and len(saved["runs"]) == 3
     table = (tmp_path / "shared" / "table.md").read_text()
-    assert "| sgd | 101,770 | 1 | 2 |" in table and "| rbd | 20 | 1 | 1 |" in table
+    assert "| sgd | 101,770 | 101,770 | 1 | 2 |" in table and "| rbd | 101,770 | 20 | 1 | 1 |" in table
 
 
 def test_width_sweeps_the_fc_network_in_one_folder(tmp_path):
