@@ -128,6 +128,27 @@ def _any_error(fn):
     return time.monotonic() - start, None
 
 
+def _resume_on_rank_0_only(rank, world_size):
+    """rbdlib-experiment under 2 ranks whose run folders differ: only rank 0's holds a checkpoint."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from rbdlib import experiments
+    from rbdlib.data import load_dataset
+
+    args = experiments.parser().parse_args(["fc-fmnist", "--epochs", "1", "--max-steps", "2", "--no-augment"])
+    args.world_size = world_size
+    ds = load_dataset("digits")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if rank == 0:
+            (folder / "run.json").write_text(json.dumps({"status": "unfinished"}))
+            (folder / "checkpoint.pt").write_bytes(b"")
+        return _any_error(lambda: experiments.run_one("fc-fmnist", "rbd:dim=4", 0, ds, experiments.PAPER["fc-fmnist"],
+                                                      args, folder))
+
+
 def worker_protocol(rank, world_size):
     """Buffers kept in sync, an error on one rank reaching the other, StepLR, agreement before a resume."""
     out = {}
@@ -168,6 +189,7 @@ def worker_protocol(rank, world_size):
         schedule.step()
         lrs.append(opt.optimizer.param_groups[0]["lr"])
     out["lrs"], out["scheduled_in_sync"] = lrs, opt.in_sync()
+    out["resume"] = _resume_on_rank_0_only(rank, world_size)
     out["agree"] = _any_error(lambda: agree(["unfinished", True], "resume state"))[1]
     out["disagree"] = _any_error(lambda: agree(["unfinished", rank == 0], "resume state"))[1]
     return out
@@ -344,3 +366,9 @@ def test_ranks_agree_before_a_resume(protocol):
     assert protocol[0]["agree"] is None and protocol[1]["agree"] is None
     for p in protocol:
         assert p["disagree"].startswith("RuntimeError: ranks disagree on the resume state: rank(s) [1] differ")
+
+
+def test_a_resume_checkpoint_on_rank_0_only_stops_every_rank_before_any_collective(protocol):
+    for p in protocol:
+        seconds, error = p["resume"]
+        assert error.startswith("RuntimeError: ranks disagree on the resume state of") and seconds < 30, error
