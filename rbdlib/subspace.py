@@ -93,13 +93,14 @@ class FixedSubspace(torch.nn.Module):
             raise ValueError(f"this FixedSubspace state was saved with another configuration:\n saved {state}\n"
                              f" here  {self.config()}")
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Check the saved configuration (seed, dim, distribution, size) before loading anything."""
-        if "_extra_state" not in state_dict:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Check the saved configuration (seed, dim, distribution, size) before loading anything of this
+        module or the wrapped one, also when the FixedSubspace sits inside a larger module."""
+        if prefix + "_extra_state" not in state_dict:
             raise ValueError("this state_dict holds no FixedSubspace configuration (seed, dim, distribution); "
                              "it was not saved by FixedSubspace.state_dict()")
-        self.set_extra_state(state_dict["_extra_state"])
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.set_extra_state(state_dict[prefix + "_extra_state"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, *args, **kwargs):
         return functional_call(self.model, self.weights(), args, kwargs)

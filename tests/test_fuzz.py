@@ -492,6 +492,10 @@ bad("FixedSubspace.load_state_dict(another seed)", sub_state(seed=6), ValueError
 bad("FixedSubspace.load_state_dict(another distribution)", sub_state(distribution="uniform"), ValueError,
     "saved with another configuration")
 bad("FixedSubspace.load_state_dict(another dim)", sub_state(dim=5), ValueError, "saved with another configuration")
+bad("FixedSubspace.load_state_dict(inside a larger module, another seed)",
+    lambda w: nn.ModuleList([w.sub]).load_state_dict(
+        nn.ModuleList([FixedSubspace(net(3), dim=4, seed=6)]).state_dict()),
+    ValueError, "saved with another configuration")
 bad("FixedSubspace.load_state_dict(no configuration)",
     lambda w: w.sub.load_state_dict({k: v for k, v in w.sub.state_dict().items() if k != "_extra_state"}), ValueError,
     "holds no FixedSubspace configuration")
