@@ -395,6 +395,8 @@ def load_dataset(
     _check_name(name)
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int)):
         raise TypeError(f"val_size must be an int or None (the paper's 10,000), got {val_size!r}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+        raise ValueError(f"split_seed must be a non-negative int, got {split_seed!r}")
     if name == "digits":
         return _load_digits(val_size, split_seed)
     folder, arrays = _locate_and_read(name, root, download, progress)

@@ -152,6 +152,9 @@ def _check_log(log, steps: int, config: dict, digest) -> None:
 
 def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     """Normalise what torch optimizers accept into (param_groups, layers-or-None, names-or-None)."""
+    if isinstance(params, (torch.Tensor, dict)):
+        raise TypeError(f"params must be an iterable of tensors, (name, tensor) pairs or parameter groups, got "
+                        f"a single {type(params).__name__}; wrap it in a list: [params]")
     params = list(params)
     if not params:
         raise ValueError("the optimizer got an empty parameter list")

@@ -207,6 +207,8 @@ for name, params, error, match in [
     ("group lr='x'", lambda w: [{"params": [w.twin[0].weight], "lr": "x"}], ValueError, f"{LR}, got 'x'"),
     ("group without params", lambda w: [{"lr": 0.1}], TypeError, "must be a dict with a 'params' entry"),
     ("meta device", lambda w: [torch.zeros(3, device="meta")], ValueError, "parameters are on meta"),
+    ("a single tensor", lambda w: w.twin[0].weight, TypeError, "got a single Parameter; wrap it in a list"),
+    ("a single group", lambda w: {"params": [w.twin[0].weight]}, TypeError, "got a single dict; wrap it in a list"),
 ]:
     bad(f"RBD(params={name})", lambda w, params=params: RBD(params(w), lr=0.1, dim=3), error, match)
 
@@ -427,6 +429,7 @@ for name, params, error, match in [
     ("a parameter twice", lambda w: [w.twin[0].weight, w.twin[0].weight], ValueError, "given more than once"),
     ("no elements", lambda w: [torch.zeros(0)], ValueError, r"no elements \(D = 0\)"),
     ("[]", lambda w: [], ValueError, "empty parameter list"),
+    ("a single tensor", lambda w: w.twin[0].weight, TypeError, "got a single Parameter; wrap it in a list"),
     ("two lrs", lambda w: [{"params": [w.twin[0].weight]}, {"params": [w.twin[2].weight], "lr": 0.5}], ValueError,
      "NES takes one lr for all parameters"),
 ]:
@@ -546,6 +549,8 @@ for name, kw, error, match in [
     ("val_size=20", dict(val_size=20), ValueError, "val_size=20 must be between 1 and 19"),
     ("val_size=2.5", dict(val_size=2.5), TypeError, "val_size must be an int or None"),
     ("val_size=True", dict(val_size=True), TypeError, "val_size must be an int or None"),
+    ("split_seed=-1", dict(split_seed=-1), ValueError, "split_seed must be a non-negative int, got -1"),
+    ("split_seed=0.5", dict(split_seed=0.5), ValueError, "split_seed must be a non-negative int, got 0.5"),
 ]:
     bad(f"load_dataset({name})",
         lambda w, kw=kw: load_dataset(**{"name": "mnist", "root": w.data_dir, "download": False, **kw}), error, match)
