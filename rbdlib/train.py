@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ._progress import bar as progress_bar
 from .data import batches
 
