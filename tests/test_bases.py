@@ -546,3 +546,25 @@ def test_importing_rbdlib_first_makes_torchs_idle_threads_sleep():
                                      text=True, check=True).stdout.strip()
     assert run(env) == "PASSIVE"
     assert run(dict(env, OMP_WAIT_POLICY="ACTIVE")) == "ACTIVE"  # the user's choice stands
+
+
+def test_kernels_run_in_a_forked_child_after_threads_started():
+    """The pool's threads do not survive fork; a child (multiprocessing's fork, DataLoader workers) makes its own."""
+    import multiprocessing
+
+    b = RandomBases(seed=1, step=0, compartment=0, dim=64, size=50_000, distribution="rademacher")
+    g = torch.randn(50_000)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = b.project(g)  # starts the pool in this process
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(_project_in_child, (b, g)).get(timeout=120)
+    finally:
+        torch.set_num_threads(previous)
+    np.testing.assert_array_equal(bits(got), bits(expected))
+
+
+def _project_in_child(b, g):
+    torch.set_num_threads(2)
+    return b.project(g)

@@ -269,6 +269,7 @@ def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, ro
 MIN_WORK = 1 << 20  # basis elements below which a call runs on the calling thread alone
 TASKS_PER_THREAD = 4  # more tasks than threads, so that a held-back thread does not hold the call
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
 
 
 def threads() -> int:
@@ -278,7 +279,7 @@ def threads() -> int:
 
 def _parallel(kernel, ntasks: int, work: int, args: tuple) -> None:
     """Run ``kernel(*args, start, stop)`` over [0, ntasks) in chunks, on up to threads() threads."""
-    global _pool
+    global _pool, _pool_pid
     n = min(threads(), ntasks, max(1, work // MIN_WORK))
     if n <= 1:
         kernel(*args, 0, ntasks)
@@ -290,8 +291,10 @@ def _parallel(kernel, ntasks: int, work: int, args: tuple) -> None:
         for s in starts:
             kernel(*args, s, min(s + step, ntasks))
 
-    if _pool is None or _pool._max_workers < n - 1:
-        _pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="rbdlib")
+    if _pool is None or _pool._max_workers < n - 1 or _pool_pid != os.getpid():  # a forked child has no threads
+        if _pool is not None and _pool_pid == os.getpid():
+            _pool.shutdown(wait=False)
+        _pool, _pool_pid = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="rbdlib"), os.getpid()
     helpers = [_pool.submit(drain) for _ in range(n - 1)]
     drain()
     for h in helpers:
