@@ -266,7 +266,7 @@ def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, ro
 # a thread that the OS holds back (another process, torch's own workers) just takes fewer tasks.
 # Idle pool threads sleep on a lock; nothing spins. The thread count is torch's, read at every
 # call: ``torch.set_num_threads(n)`` is the one knob for torch and these kernels alike.
-MIN_WORK = 1 << 20  # basis elements below which a call runs on the calling thread alone
+MIN_WORK = 1 << 20  # basis elements per thread at least (about 0.1-5 ms); smaller calls use fewer threads
 TASKS_PER_THREAD = 4  # more tasks than threads, so that a held-back thread does not hold the call
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
