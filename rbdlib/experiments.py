@@ -424,6 +424,8 @@ def parser() -> argparse.ArgumentParser:
                         "priority (default: one after another in this process, with all threads)")
     p.add_argument("--nice", type=int, default=10, choices=range(20), metavar="0..19",
                    help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: rewrite the tables, CSV, JSON and plot of --out from its runs as far as they got")
     p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
                    help="under torchrun: shared bases or independent bases per worker")
     return p
@@ -490,6 +492,13 @@ def main(argv=None) -> dict:
             write_results(out, args.config, runs, config, command)
         return runs
 
+    if args.report:
+        runs = collect(out, tasks)
+        if not runs:
+            raise FileNotFoundError(f"--report: no runs under {out / '_runs'}")
+        write_results(out, args.config, runs, config, command)
+        print((out / "table.md").read_text())
+        return {"out": str(out), "runs": runs}
     if args.jobs:
         _in_parallel(args.config, tasks, config, args, out, report)
         runs = report()

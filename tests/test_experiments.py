@@ -229,3 +229,13 @@ def test_width_sweeps_the_fc_network_in_one_folder(tmp_path):
     assert [r["D"] for r in runs] == [101_770, 784 * 32 + 32 + 32 * 10 + 10]
     with pytest.raises(ValueError, match="width sets the hidden units of the fc network"):
         experiments.main(["cnn-fmnist", "--smoke", "--methods", "sgd:width=32", "--out", str(tmp_path / "cnn")])
+
+
+def test_report_rewrites_the_tables_without_training(tmp_path, monkeypatch):
+    _run(tmp_path, "rep", "--methods", "sgd", "--epochs", "1")
+    (tmp_path / "rep" / "table.md").unlink()
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: pytest.fail("--report must not train"))
+    runs = _run(tmp_path, "rep", "--methods", "sgd", "--epochs", "1", "--report")["runs"]
+    assert len(runs) == 1 and "| sgd |" in (tmp_path / "rep" / "table.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no runs"):
+        _run(tmp_path, "empty", "--report")
