@@ -425,7 +425,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nice", type=int, default=10, choices=range(20), metavar="0..19",
                    help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU")
     p.add_argument("--report", action="store_true",
-                   help="train nothing: rewrite the tables, CSV, JSON and plot of --out from its runs as far as they got")
+                   help="train nothing: rewrite the tables, CSV, JSON and plot of --out from its runs so far")
     p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
                    help="under torchrun: shared bases or independent bases per worker")
     return p
