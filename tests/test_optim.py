@@ -641,31 +641,36 @@ def test_nes_decreases_a_quadratic():
     assert opt.steps == 30
 
 
-def test_nes_update_matches_rank_reference():
+NES_LOSSES, NES_SIGMA, NES_LR = [3.0, 1.0, 2.0, 5.0, 4.0, 0.5], 0.5, 0.3
+
+
+def _nes_scripted_step(**options):
+    """One NES step on 40 parameters whose closure returns NES_LOSSES in turn; returns the initial and final
+    parameters, the offspring directions the closure saw, the mean loss and the reference update."""
     theta = nn.Parameter(torch.linspace(-0.5, 0.5, 40))
-    theta0 = theta.detach().clone()
-    sigma, lr, d = 0.5, 0.3, 6
-    losses = [3.0, 1.0, 2.0, 5.0, 4.0, 0.5]
-    seen = []
+    theta0, d, seen = theta.detach().clone(), len(NES_LOSSES), []
 
     def closure():
         seen.append(theta.detach().clone())
-        return losses[len(seen) - 1]
+        return NES_LOSSES[len(seen) - 1]
 
-    opt = NES([theta], lr=lr, dim=d, sigma=sigma, seed=8)
-    mean = opt.step(closure)
-    assert mean == pytest.approx(np.mean(losses))
-    eps = [(s.double() - theta0.double()) / sigma for s in seen]   # what the closure saw
+    mean = NES([theta], lr=NES_LR, dim=d, sigma=NES_SIGMA, seed=8, **options).step(closure)
+    eps = [(s.double() - theta0.double()) / NES_SIGMA for s in seen]   # what the closure saw
     # rank: the highest loss gets 0, the lowest d - 1; u = r / (d - 1) - 1/2
-    order = sorted(range(d), key=lambda i: -losses[i])
-    rank = {i: r for r, i in enumerate(order)}
+    rank = {i: r for r, i in enumerate(sorted(range(d), key=lambda i: -NES_LOSSES[i]))}
     u = [rank[i] / (d - 1) - 0.5 for i in range(d)]
     assert u[5] == 0.5 and u[3] == -0.5
     total = sum(ui * e for ui, e in zip(u, eps, strict=True))
-    expected = theta0.double() + lr / (sigma * d) * total / math.sqrt(40)
-    torch.testing.assert_close(theta.detach().double(), expected, rtol=1e-4, atol=1e-5)
+    expected = theta0.double() + NES_LR / (NES_SIGMA * d) * total / math.sqrt(40)
+    return theta.detach().double(), eps, mean, expected
+
+
+def test_nes_update_matches_rank_reference():
+    theta, eps, mean, expected = _nes_scripted_step()
+    assert mean == pytest.approx(np.mean(NES_LOSSES))
+    torch.testing.assert_close(theta, expected, rtol=1e-4, atol=1e-5)
     # the offspring are normal directions of the documented Philox bases
-    z = rbdlib.RandomBases(8, 0, 0, d, 40, "normal", 1.0).materialize().double()
+    z = rbdlib.RandomBases(8, 0, 0, len(NES_LOSSES), 40, "normal", 1.0).materialize().double()
     torch.testing.assert_close(torch.stack(eps), z, rtol=1e-4, atol=1e-5)
 
 
@@ -697,28 +702,15 @@ def test_nes_rejects_bad_or_differing_group_lrs():
 
 
 def test_nes_antithetic_pairs_match_the_mirrored_reference():
-    theta = nn.Parameter(torch.linspace(-0.5, 0.5, 40))
-    theta0 = theta.detach().clone()
-    sigma, lr, d = 0.5, 0.3, 6
-    losses = [3.0, 1.0, 2.0, 5.0, 4.0, 0.5]
-    seen = []
-
-    def closure():
-        seen.append(theta.detach().clone())
-        return losses[len(seen) - 1]
-
-    NES([theta], lr=lr, dim=d, sigma=sigma, seed=8, antithetic=True).step(closure)
-    eps = [(s.double() - theta0.double()) / sigma for s in seen]
+    theta, eps, _, expected = _nes_scripted_step(antithetic=True)
+    d = len(NES_LOSSES)
     z = rbdlib.RandomBases(8, 0, 0, d // 2, 40, "normal", 1.0).materialize().double()
     for m in range(d // 2):  # offspring 2m and 2m+1 mirror direction m
         torch.testing.assert_close(eps[2 * m], z[m], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(eps[2 * m + 1], -z[m], rtol=1e-4, atol=1e-5)
-    order = sorted(range(d), key=lambda i: -losses[i])
-    u = [dict((i, r) for r, i in enumerate(order))[i] / (d - 1) - 0.5 for i in range(d)]
-    expected = theta0.double() + lr / (sigma * d) * sum(ui * e for ui, e in zip(u, eps)) / math.sqrt(40)
-    torch.testing.assert_close(theta.detach().double(), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(theta, expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="dim must be even"):
-        NES([theta], lr=lr, dim=5, antithetic=True)
+        NES([nn.Parameter(torch.ones(3))], lr=NES_LR, dim=5, antithetic=True)
 
 
 def test_nes_trains_on_real_data_through_train():
