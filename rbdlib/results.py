@@ -83,13 +83,15 @@ def summary(name: str) -> list[dict]:
     """Per method, over its seeds: the last epoch every seed reached, mean and sd of the validation
     accuracy there (sd is None for one seed), the seeds, coordinates per step, target epochs and status.
 
-    Methods whose runs reached different epochs are compared at the epoch all of them reached, never
-    extrapolated.
+    Finished and unfinished runs of a method are separate rows (so a 100-epoch result is not hidden behind a
+    seed still training); within a row, runs are compared at the epoch all of them reached, never extrapolated.
     """
     out = []
-    all_runs = [r for r in runs(name) if r["records"]]
-    for method in dict.fromkeys(r["method"] for r in all_runs):
-        group = [r for r in all_runs if r["method"] == method]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs(name):
+        if r["records"]:
+            groups.setdefault((r["method"], r["status"] == "unfinished"), []).append(r)
+    for (method, _), group in groups.items():
         epoch = min(r["records"][-1]["epoch"] for r in group)
         accs = [final(r, epoch)[1] for r in group]
         out.append(dict(method=method, epoch=epoch, mean=statistics.mean(accs),

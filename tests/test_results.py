@@ -77,6 +77,15 @@ def test_epoch_zero_and_partial_runs(packaged):
     assert results.at_common_epoch("new") == (2, pytest.approx({"rbd": 59.0, "sgd": 75.0}))
 
 
+def test_finished_and_unfinished_seeds_are_separate_rows(packaged):
+    data = json.loads((packaged / "new.json").read_text())
+    done = dict(data["runs"][2], seed=1)  # a second, finished sgd seed beside one still training
+    data["runs"] += [done, dict(done, seed=2, status="unfinished", records=done["records"][:2])]
+    (packaged / "new.json").write_text(json.dumps(data))
+    rows = [(s["method"], s["epoch"], s["seeds"], s["status"]) for s in results.summary("new") if s["method"] == "sgd"]
+    assert rows == [("sgd", 3, [0, 1], "complete"), ("sgd", 1, [2], "unfinished")]
+
+
 def test_unknown_set_names_the_available_ones(packaged):
     with pytest.raises(KeyError, match="available: legacy, new"):
         results.load("nope")
