@@ -16,4 +16,7 @@ $X fc-fmnist --methods nes rbd fpd --seeds 0 --jobs 1 --nice 19 \
 # CNN-Fashion-MNIST: SGD, and RBD and FPD with +-1 bases (normal ones would take ~3 h each here), 1 seed
 $X cnn-fmnist --methods sgd rbd:distribution=rademacher fpd:distribution=rademacher --seeds 0 --jobs 1 --nice 19 \
    --out results/cnn-fmnist >> results/logs/cnn-fmnist.log 2>&1 &
+# Ablation for the rows more than 1.5 points from the paper: SGD without the augmentation
+$X fc-fmnist --methods sgd --seeds 0 --no-augment --jobs 1 --nice 19 \
+   --out results/fc-fmnist-no-augment >> results/logs/fc-fmnist-no-augment.log 2>&1 &
 wait
