@@ -385,14 +385,10 @@ def main(argv=None) -> None:
             print(start_table())
         print(f"\nload average at the end: {_context().rsplit('load average ', 1)[1]}")
         return
-    if args.what == "busy":
-        print(f"{_context()}\n{busy_table(args.repeats)}")
-        return
-    if args.what == "limit":
-        print(f"{_context()}\n{limit_table(repeats=args.repeats)}")
-        return
-    if args.what == "start":
-        print(f"{_context()}\n{start_table()}")
+    tables = {"busy": lambda: busy_table(args.repeats), "limit": lambda: limit_table(repeats=args.repeats),
+              "start": start_table}
+    if args.what in tables:
+        print(f"{_context()}\n{tables[args.what]()}")
         return
     if args.what == "step":
         print(f"one step on the paper's FC network (D = 101,770), batch 32, torch {torch.__version__}, "
