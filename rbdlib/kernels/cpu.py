@@ -15,8 +15,10 @@ threads on the same machine.
 
 Rademacher signs are never written out as floats: a direction's tile is 64 Philox words, and
 element e takes the sign of bit e % 32 of word e // 32: x or -x chosen by a bit test (exact), in
-32-bit SIMD lanes. Integer-to-float conversions go through int32 because AVX2 has no int64 conversion,
-which would keep the transforms scalar.
+32-bit SIMD lanes. Normal elements keep the top 24 bits of each word as int32 (AVX2 has no int64-to-float
+conversion, which would keep the transforms scalar) and take the logarithm's exponent and mantissa from the
+bits of a float32, with no loop or branch. +-1 kernels and dense (normal, uniform) kernels are separate
+functions, so each compiles only what it uses.
 """
 
 from __future__ import annotations
@@ -67,25 +69,24 @@ def _uniform(w):
 
 @njit(inline="always", **_jit)
 def _top24(w):
-    """The top 24 bits of a Philox word as an exact float32, so the transforms run in float32 SIMD lanes."""
-    return _F(np.int32(w >> _S8))
+    """The top 24 bits of a Philox word as int32, so that the transforms run in 32-bit SIMD lanes."""
+    return np.int32(w >> _S8)
+
+
+_MANTISSA, _EXP_ONE, _EXP_BIAS = np.int32(0x7FFFFF), np.int32(0x3F800000), np.int32(127 + 24)
 
 
 @njit(inline="always", **_jit)
 def _radius(k):
     """sqrt(-2 log u), u = (k + 1) / 2**24 for k = _top24(w); same values as philox._log_unit.
 
-    The normalisation scales by powers of two, which is exact, as philox._log_unit's integer shifts are."""
-    n = k + _ONE
-    shift = _F(0)
-    for s in (16, 8, 4, 2, 1):
-        small = n < _F(1 << (24 - s))
-        n = n * _F(1 << s) if small else n
-        shift = shift + _F(s) if small else shift
-    m = n * _P23
+    philox._log_unit normalises n = k + 1 into [2**23, 2**24) by integer shifts; here the same mantissa m in
+    [1, 2) and exponent come from the bits of float32(n), which is exact (n <= 2**24): no loop, no branch."""
+    bits = _F(k + 1).view(np.int32)
+    m = np.int32((bits & _MANTISSA) | _EXP_ONE).view(np.float32)
     big = m > _SQRT2
     m = m * _HALF if big else m
-    e = (_ONE if big else _F(0)) - _ONE - shift
+    e = _F(np.int32((bits >> 23) - _EXP_BIAS) + np.int32(big))
     f = m - _ONE
     s = f / (_TWO + f)
     z = s * s
@@ -93,23 +94,25 @@ def _radius(k):
     return np.sqrt(_MTWO * (_TWO * s * p + e * _LN2))
 
 
+_LOW22 = np.int32((1 << 22) - 1)
+
+
 @njit(inline="always", **_jit)
 def _sincos(k):
-    """sin and cos of 2 pi k / 2**24 for k = _top24(w); same values as philox._sincos_turn (every step on
-    the integer k is exact in float32)."""
-    quadrant = np.floor(k * _P22)
-    r = k - quadrant * _F(1 << 22)
-    upper = r > _F(1 << 21)
-    x = (_F(1 << 22) - r if upper else r) * _P22 * _HALF_PI
+    """sin and cos of 2 pi k / 2**24 for k = _top24(w); same values as philox._sincos_turn (integer quadrant
+    and remainder, then float32 polynomials)."""
+    quadrant = k >> 22
+    r = np.int32(k & _LOW22)
+    upper = r > (1 << 21)
+    x = _F(np.int32((1 << 22) - r) if upper else r) * _P22 * _HALF_PI
     z = x * x
     s = x * ((((_S9 * z + _S7) * z + _S5) * z + _S3) * z + _ONE)
     c = ((((_C10 * z + _C8) * z + _C6) * z + _C4) * z + _C2) * z + _ONE
     s, c = (c, s) if upper else (s, c)
     # rotate by quadrant * pi/2 with selects and exact sign flips (branch-free, so it vectorizes)
-    odd = quadrant == _ONE or quadrant == _F(3)
-    sin_sign = -_ONE if quadrant >= _TWO else _ONE
-    cos_sign = -_ONE if quadrant == _ONE or quadrant == _TWO else _ONE
-    return (c if odd else s) * sin_sign, (s if odd else c) * cos_sign
+    odd = (quadrant & 1) == 1
+    sin, cos = (c if odd else s), (s if odd else c)
+    return (-sin if quadrant >= 2 else sin), (-cos if quadrant == 1 or quadrant == 2 else cos)
 
 
 @njit(inline="always", **_jit)
@@ -148,13 +151,14 @@ def fill(buf, dist, block0, nblocks, i, k, t, k0, k1):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
             buf[4 * b], buf[4 * b + 1] = _uniform(w0), _uniform(w1)
             buf[4 * b + 2], buf[4 * b + 3] = _uniform(w2), _uniform(w3)
-    else:  # two passes, so that the float32 transform is not held to the 64-bit lanes of Philox
+    else:  # two passes, so that the 32-bit transform is not held to the 64-bit lanes of Philox
+        top = buf.view(np.int32)
         for b in range(nblocks):
             w0, w1, w2, w3 = philox(_U(block0 + b), i, k, t, k0, k1)
-            buf[4 * b], buf[4 * b + 1], buf[4 * b + 2], buf[4 * b + 3] = _top24(w0), _top24(w1), _top24(w2), _top24(w3)
+            top[4 * b], top[4 * b + 1], top[4 * b + 2], top[4 * b + 3] = _top24(w0), _top24(w1), _top24(w2), _top24(w3)
         for p in range(2 * nblocks):  # a pair of elements from a pair of words: (radius, angle)
-            r = _radius(buf[2 * p])
-            s, c = _sincos(buf[2 * p + 1])
+            r = _radius(top[2 * p])
+            s, c = _sincos(top[2 * p + 1])
             buf[2 * p], buf[2 * p + 1] = r * c, r * s
 
 
@@ -192,32 +196,53 @@ def _dot(buf, g, j0, n):
     return np.float64(acc)
 
 
+# Each kernel comes in two forms, for +-1 signs (bits, never floats) and for dense elements (fill), so that a
+# first +-1 step does not compile the normal and uniform transforms (a new process starts sooner).
 @njit(**_jit)
-def _project_tiles(g, dim, dist, seed0, seed1, step, compartment, offset, partial, tile0, tile1):
-    """partial[i, tile] = <z_{offset+i}, g> over one tile, for every direction and tiles tile0 .. tile1-1."""
+def _project_signs(g, dim, seed0, seed1, step, compartment, offset, partial, tile0, tile1):
+    """partial[i, tile] = <z_{offset+i}, g> over one tile of +-1 signs, for every direction and tiles tile0 .. tile1-1."""
     size = g.shape[0]
-    per = 128 if dist == RADEMACHER else 4
-    buf = np.empty(TILE, np.float32)
     bits = np.empty(TILE // 32, np.uint32)
     lanes = np.empty(32, np.float32)
     for tile in range(tile0, tile1):
         j0 = tile * TILE
         n = min(TILE, size - j0)
         for i in range(dim):
-            if dist == RADEMACHER:  # signs stay bits: no float tile is written
-                _words(bits, j0 // 128, (n + 127) // 128, offset + i, compartment, step, seed0, seed1)
-                partial[i, tile] = _signed_dot(bits, g, j0, n, lanes)
-            else:
-                fill(buf, dist, j0 // per, (n + per - 1) // per, offset + i, compartment, step, seed0, seed1)
-                partial[i, tile] = _dot(buf, g, j0, n)
+            _words(bits, j0 // 128, (n + 127) // 128, offset + i, compartment, step, seed0, seed1)
+            partial[i, tile] = _signed_dot(bits, g, j0, n, lanes)
 
 
 @njit(**_jit)
-def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale, out, tile0, tile1):
-    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j in tiles tile0 .. tile1-1."""
-    dim = c.shape[0]
-    per = 128 if dist == RADEMACHER else 4
+def _project_dense(g, dim, dist, seed0, seed1, step, compartment, offset, partial, tile0, tile1):
+    """The same for normal or uniform elements, made tile by tile into buf."""
+    size = g.shape[0]
     buf = np.empty(TILE, np.float32)
+    for tile in range(tile0, tile1):
+        j0 = tile * TILE
+        n = min(TILE, size - j0)
+        for i in range(dim):
+            fill(buf, dist, j0 // 4, (n + 3) // 4, offset + i, compartment, step, seed0, seed1)
+            partial[i, tile] = _dot(buf, g, j0, n)
+
+
+@njit(inline="always", **_jit)
+def _flush(acc, total, n):
+    for e in range(n):
+        total[e] += acc[e]
+        acc[e] = 0
+
+
+@njit(inline="always", **_jit)
+def _store(total, out, j0, n, scale):
+    dst = out[j0:j0 + n]
+    for e in range(n):
+        dst[e] = total[e] * scale
+
+
+@njit(**_jit)
+def _expand_signs(c, size, seed0, seed1, step, compartment, offset, scale, out, tile0, tile1):
+    """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j in tiles tile0 .. tile1-1, +-1 signs: acc += +-c_i."""
+    dim = c.shape[0]
     bits = np.empty(TILE // 32, np.uint32)
     words = bits.view(np.int32)
     acc = np.empty(TILE, np.float32)  # float32 sums over at most FLUSH directions,
@@ -225,29 +250,42 @@ def _expand_tiles(c, size, dist, seed0, seed1, step, compartment, offset, scale,
     for tile in range(tile0, tile1):
         j0 = tile * TILE
         n = min(TILE, size - j0)
-        nblocks = (n + per - 1) // per
+        nblocks = (n + 127) // 128
         acc[:] = 0
         total[:] = 0
         for i in range(dim):
             ci = np.float32(c[i])
-            if dist == RADEMACHER:  # acc += +-ci for whole words (past n only pads the tile)
-                _words(bits, j0 // 128, nblocks, offset + i, compartment, step, seed0, seed1)
-                neg = -ci
-                for w in range(4 * nblocks):
-                    word = words[w]
-                    for e in range(32):
-                        acc[32 * w + e] += ci if word & BIT[e] else neg
-            else:
-                fill(buf, dist, j0 // per, nblocks, offset + i, compartment, step, seed0, seed1)
-                for e in range(n):
-                    acc[e] += ci * buf[e]
+            neg = -ci
+            _words(bits, j0 // 128, nblocks, offset + i, compartment, step, seed0, seed1)
+            for w in range(4 * nblocks):  # whole words: past n only pads the tile
+                word = words[w]
+                for e in range(32):
+                    acc[32 * w + e] += ci if word & BIT[e] else neg
             if (i + 1) % FLUSH == 0 or i == dim - 1:
-                for e in range(n):
-                    total[e] += acc[e]
-                    acc[e] = 0
-        dst = out[j0:j0 + n]
-        for e in range(n):
-            dst[e] = total[e] * scale
+                _flush(acc, total, n)
+        _store(total, out, j0, n, scale)
+
+
+@njit(**_jit)
+def _expand_dense(c, size, dist, seed0, seed1, step, compartment, offset, scale, out, tile0, tile1):
+    """The same for normal or uniform elements: acc += c_i * z_i."""
+    dim = c.shape[0]
+    buf = np.empty(TILE, np.float32)
+    acc = np.empty(TILE, np.float32)
+    total = np.empty(TILE, np.float64)
+    for tile in range(tile0, tile1):
+        j0 = tile * TILE
+        n = min(TILE, size - j0)
+        acc[:] = 0
+        total[:] = 0
+        for i in range(dim):
+            ci = np.float32(c[i])
+            fill(buf, dist, j0 // 4, (n + 3) // 4, offset + i, compartment, step, seed0, seed1)
+            for e in range(n):
+                acc[e] += ci * buf[e]
+            if (i + 1) % FLUSH == 0 or i == dim - 1:
+                _flush(acc, total, n)
+        _store(total, out, j0, n, scale)
 
 
 @njit(**_jit)
@@ -305,15 +343,21 @@ def project(g, dim, dist, seed0, seed1, step, compartment, offset, scale, out):
     """out[i] = scale * <z_{offset+i}, g> for i < dim (float64)."""
     ntiles = (g.shape[0] + TILE - 1) // TILE
     partial = np.empty((dim, ntiles), np.float64)
-    _parallel(_project_tiles, ntiles, dim * g.shape[0],
-              (g, dim, dist, seed0, seed1, step, compartment, offset, partial))
+    if dist == RADEMACHER:
+        kernel, args = _project_signs, (g, dim, seed0, seed1, step, compartment, offset, partial)
+    else:
+        kernel, args = _project_dense, (g, dim, dist, seed0, seed1, step, compartment, offset, partial)
+    _parallel(kernel, ntiles, dim * g.shape[0], args)
     np.multiply(partial.sum(axis=1), scale, out=out)  # tile sums added pairwise (NumPy), in float64
 
 
 def expand(c, size, dist, seed0, seed1, step, compartment, offset, scale, out):
     """out[j] = scale * sum_i c[i] z_{offset+i}[j] for j < size (float32 output, float64 sums)."""
-    _parallel(_expand_tiles, (size + TILE - 1) // TILE, c.shape[0] * size,
-              (c, size, dist, seed0, seed1, step, compartment, offset, scale, out))
+    if dist == RADEMACHER:
+        kernel, args = _expand_signs, (c, size, seed0, seed1, step, compartment, offset, scale, out)
+    else:
+        kernel, args = _expand_dense, (c, size, dist, seed0, seed1, step, compartment, offset, scale, out)
+    _parallel(kernel, (size + TILE - 1) // TILE, c.shape[0] * size, args)
 
 
 def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
