@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 
 from . import data as datasets
-from . import models
+from . import models, results
 from .optim import FPD, NES, RBD
 from .train import evaluate, train
 
@@ -310,39 +310,23 @@ def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
                                        methods.index(r["method"]), r["seed"]))
 
 
-def _final(group: list[dict]) -> tuple[int, list[float]]:
-    """The last epoch all runs of a group reached, and their validation accuracies (%) there."""
-    epoch = min(r["records"][-1]["epoch"] for r in group)
-    return epoch, [100 * next(x for x in r["records"] if x["epoch"] == epoch)["val_acc"] for r in group]
-
-
 def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
 def summary_table(name: str, runs: list[dict], config: dict) -> str:
-    """Markdown: validation accuracy per method beside the paper's, mean +- sd over seeds at the last epoch
-    every seed of the row reached (finished and unfinished runs of a method in separate rows), the best
-    epoch's accuracy, the measured epoch-0 accuracy it started from, and the status."""
+    """Markdown: the rows of :func:`rbdlib.results.summarize` beside the paper's numbers: validation accuracy,
+    mean +- sd over seeds at the last epoch every seed of the row reached (finished and unfinished runs of a
+    method in separate rows), the best epoch's accuracy, the measured epoch-0 accuracy and the status."""
     lines = [f"| {name} | D | coords/step | epochs | seeds | val acc % (ours) | best epoch % | at epoch 0 | "
              "paper (100 epochs) | s/epoch | status |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        if r["records"]:
-            groups.setdefault((r["method"], r["status"] == "unfinished"), []).append(r)
-    for (spec, unfinished), group in groups.items():
-        epoch, accs = _final(group)
-        best = [100 * max(x["val_acc"] for x in r["records"] if x["epoch"] <= epoch) for r in group]
-        start = statistics.mean(100 * r["records"][0]["val_acc"] for r in group)
-        paper = config["table"].get(parse_method(spec)[0])
-        last = [r["records"][-1] for r in group if r["records"][-1]["epoch"] > 0]
-        per_epoch = f"{statistics.mean(x['seconds'] / x['epoch'] for x in last):.0f}" if last else ""
-        status = ", ".join(sorted({r["status"] for r in group}))
-        if unfinished:
-            status += f" (target {max(r['epochs'] for r in group)} epochs)"
-        lines.append(f"| {spec} | {group[0]['D']:,} | {group[0]['coords'] or group[0]['D']:,} | {epoch} | "
-                     f"{len(group)} | {_mean_sd(accs)} | {_mean_sd(best)} | {start:.2f} | "
-                     f"{'' if paper is None else paper} | {per_epoch} | {status} |")
+    for row in results.summarize(runs):
+        paper = config["table"].get(parse_method(row["method"])[0])
+        per_epoch = "" if row["seconds_per_epoch"] is None else f"{row['seconds_per_epoch']:.0f}"
+        status = row["status"] + (f" (target {row['target']} epochs)" if row["status"] == "unfinished" else "")
+        lines.append(f"| {row['method']} | {row['D']:,} | {row['coords'] or row['D']:,} | {row['epoch']} | "
+                     f"{len(row['seeds'])} | {_mean_sd(row['accs'])} | {_mean_sd(row['best'])} | "
+                     f"{row['start']:.2f} | {'' if paper is None else paper} | {per_epoch} | {status} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["names", "load", "runs", "curve", "curves", "final", "summary", "at_common_epoch", "refresh"]
+__all__ = ["names", "load", "runs", "curve", "curves", "final", "summarize", "summary", "at_common_epoch", "refresh"]
 
 PACKAGE_DIR = "_results"
 
@@ -79,26 +79,39 @@ def final(run: dict, epoch: int | None = None) -> tuple[int, float]:
     return rec["epoch"], 100 * rec["val_acc"]
 
 
-def summary(name: str) -> list[dict]:
-    """Per method, over its seeds: the last epoch every seed reached, mean and sd of the validation
-    accuracy there (sd is None for one seed), the seeds, coordinates per step, target epochs and status.
+def summarize(all_runs: list[dict]) -> list[dict]:
+    """Per method, over its seeds: the last epoch every seed reached (``epoch``), the accuracies there
+    (``accs``, %), their ``mean`` and ``sd`` (None for one seed), each seed's best accuracy up to that epoch
+    (``best``), the mean measured epoch-0 accuracy (``start``), seconds per epoch (None before epoch 1),
+    ``seeds``, ``coords`` per step, ``D``, the ``target`` epochs and the ``status``.
 
     Finished and unfinished runs of a method are separate rows (so a 100-epoch result is not hidden behind a
     seed still training); within a row, runs are compared at the epoch all of them reached, never extrapolated.
+    The tables of ``rbdlib-experiment`` and notebook 08 are both built from these rows.
     """
-    out = []
     groups: dict[tuple, list[dict]] = {}
-    for r in runs(name):
+    for r in map(_normalised, all_runs):
         if r["records"]:
             groups.setdefault((r["method"], r["status"] == "unfinished"), []).append(r)
+    out = []
     for (method, _), group in groups.items():
         epoch = min(r["records"][-1]["epoch"] for r in group)
         accs = [final(r, epoch)[1] for r in group]
-        out.append(dict(method=method, epoch=epoch, mean=statistics.mean(accs),
-                        sd=statistics.stdev(accs) if len(accs) > 1 else None, seeds=[r["seed"] for r in group],
-                        coords=group[0]["coords"], D=group[0]["D"], target=max(r["epochs"] for r in group),
+        last = [r["records"][-1] for r in group if r["records"][-1]["epoch"] > 0]
+        out.append(dict(method=method, epoch=epoch, accs=accs, mean=statistics.mean(accs),
+                        sd=statistics.stdev(accs) if len(accs) > 1 else None,
+                        best=[100 * max(x["val_acc"] for x in r["records"] if x["epoch"] <= epoch) for r in group],
+                        start=statistics.mean(100 * r["records"][0]["val_acc"] for r in group),
+                        seconds_per_epoch=statistics.mean(x["seconds"] / x["epoch"] for x in last) if last else None,
+                        seeds=[r["seed"] for r in group], coords=group[0]["coords"], D=group[0]["D"],
+                        target=max(r["epochs"] for r in group),
                         status=", ".join(sorted({r["status"] for r in group}))))
     return out
+
+
+def summary(name: str) -> list[dict]:
+    """:func:`summarize` over the runs of a packaged result set."""
+    return summarize(runs(name))
 
 
 def at_common_epoch(name: str) -> tuple[int, dict[str, float]]:
