@@ -219,6 +219,14 @@ def _record_start(model, ds) -> dict:
     return dict(epoch=0, step=0, train_loss=None, val_loss=val_loss, val_acc=val_acc, seconds=0.0)
 
 
+def augmentation(kind: str, dataset: str):
+    """``"paper"``: the paper's augmentation; ``"crop-only"``: its pad-and-crop alone (an ablation: no
+    brightness shift, no flip); ``"none"``."""
+    pad = 4 if dataset == "cifar10" else 3
+    paper = datasets.augment_cifar if dataset == "cifar10" else datasets.augment_mnist
+    return {"paper": paper, "crop-only": lambda x, g: datasets.random_crop(x, pad, g), "none": None}[kind]
+
+
 def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Path, on_epoch=None) -> dict:
     """Train one (method, seed) for ``args.epochs``, resuming from ``folder`` if it holds a checkpoint.
 
@@ -242,8 +250,7 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
                (folder / "checkpoint.pt").exists()], f"resume state of {folder} (it must be on a disk all ranks see)")
         opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True, model=model)
         rank = opt.rank
-    augment = None if args.no_augment else (datasets.augment_cifar if config["dataset"] == "cifar10"
-                                            else datasets.augment_mnist)
+    augment = augmentation(args.augment, config["dataset"])
     inner = getattr(opt, "optimizer", opt)
     coords = getattr(inner, "num_coords", None) or (inner.dim if isinstance(inner, NES) else None)
     result = dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
@@ -400,7 +407,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default results/<config>)")
     p.add_argument("--max-steps", type=_positive, default=None, help="cap optimizer steps per epoch")
     p.add_argument("--smoke", action="store_true", help="tiny data, d <= 20, 8 steps per epoch, <= 2 epochs (CI)")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment", default="paper", choices=["paper", "crop-only", "none"],
+                   help="the paper's training augmentation (default), its pad-and-crop alone, or none")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="--augment none")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
     p.add_argument("--progress", action="store_true", default=None)
     p.add_argument("--jobs", type=_positive, default=None,

@@ -239,3 +239,16 @@ def test_report_rewrites_the_tables_without_training(tmp_path, monkeypatch):
     assert len(runs) == 1 and "| sgd |" in (tmp_path / "rep" / "table.md").read_text()
     with pytest.raises(FileNotFoundError, match="no runs"):
         _run(tmp_path, "empty", "--report")
+
+
+def test_augmentation_ablations_change_only_what_they_name():
+    x = torch.rand(64, 1, 28, 28) + 1.0  # every pixel in [1, 2): zero padding is the only source of a 0
+    args = lambda *a: experiments.parser().parse_args(["fc-fmnist", *a]).augment  # noqa: E731
+    assert (args(), args("--no-augment"), args("--augment", "crop-only")) == ("paper", "none", "crop-only")
+    assert experiments.augmentation("none", "fashion-mnist") is None
+    crop = experiments.augmentation("crop-only", "fashion-mnist")(x, torch.Generator().manual_seed(0))
+    paper = experiments.augmentation("paper", "fashion-mnist")(x, torch.Generator().manual_seed(0))
+    kept = crop[crop > 0]  # crop-only: pixels of the image or padding, never shifted
+    assert torch.isin(kept, x).all() and (crop == 0).any()
+    assert not torch.isin(paper[paper.abs() > 0.5], x).all()  # the paper's adds a brightness shift per image
+    assert experiments.augmentation("paper", "cifar10") is experiments.datasets.augment_cifar
