@@ -14,4 +14,10 @@ R=rbd:distribution=rademacher
 $X fc-fmnist --seeds 0 1 2 --jobs 1 --nice 19 --out results/fc-fmnist-compartments --methods \
    $R,compartments=layer,split_dim=true,lr=1.0 $R,compartments=25000,split_dim=true,lr=2.5 \
    $R,compartments=layer $R,compartments=25000 $R,compartments=tensor \
-   >> results/logs/fc-fmnist-compartments.log 2>&1
+   >> results/logs/fc-fmnist-compartments.log 2>&1 &
+# CNN-Fashion-MNIST (5 layers, one seed; one basis is results/cnn-fmnist's rbd:distribution=rademacher):
+# d shared out over the layers at 5x the learning rate (equal expected step), and 250 per layer (equal cost)
+$X cnn-fmnist --seeds 0 --jobs 2 --nice 19 --out results/cnn-fmnist-compartments --methods \
+   $R,compartments=layer,split_dim=true,lr=0.625 $R,compartments=layer \
+   >> results/logs/cnn-fmnist-compartments.log 2>&1 &
+wait
