@@ -8,6 +8,7 @@ Notebook developers add their own functions below; keep each one short and give 
 
 from __future__ import annotations
 
+import re
 import sys
 
 import matplotlib.pyplot as plt
@@ -18,26 +19,38 @@ METHOD_COLORS = {"sgd": "tab:blue", "rbd": "tab:orange", "fpd": "tab:green", "ne
 
 
 def method_color(label: str) -> str:
-    """The colour of a method, from a label such as ``"rbd:distribution=rademacher"``, ``"FPD (d = 1)"`` or
-    ``"SGD"``; grey for anything else.
+    """The colour of a method, from a label that starts with its name, such as ``"rbd:distribution=rademacher"``,
+    ``"FPD (d = 1)"`` or ``"SGD, lr 0.25"``; grey for anything else.
 
-    >>> method_color("rbd:distribution=rademacher"), method_color("SGD"), method_color("other")
+    >>> method_color("rbd:distribution=rademacher"), method_color("SGD, lr 0.25"), method_color("other")
     ('tab:orange', 'tab:blue', 'tab:gray')
     """
-    head = label.split(":")[0].split()[0].lower() if label.strip() else ""
+    head = re.match(r"[a-z]*", label.strip().lower()).group()   # the leading word: "SGD, lr 0.25" -> "sgd"
     return METHOD_COLORS.get(head, "tab:gray")
 
 
 # ---------------------------------------------------------------- 01 welcome, 02 random subspaces
-def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy"):
-    """Validation accuracy against optimizer steps, one line per ``rbdlib.train.History``.
+def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy", colors: dict | None = None):
+    """Validation accuracy against optimizer steps, one line per label. A value is one ``rbdlib.train.History``
+    or a list of them (seeds of one configuration): then the line is their mean, in a band of ± one sd.
+    A line takes ``colors[label]`` if given, else its method's colour (``method_color``) when the label starts
+    with a method's name, else matplotlib's next colour.
 
     >>> from rbdlib.train import History
-    >>> fig = plot_accuracy({"SGD": History([{"step": 1, "val_acc": 0.5}, {"step": 2, "val_acc": 0.7}])})
+    >>> runs = [History([{"step": 1, "val_acc": a}, {"step": 2, "val_acc": a + 0.2}]) for a in (0.5, 0.6)]
+    >>> fig = plot_accuracy({"SGD": runs[0], "RBD": runs})
+    >>> [line.get_color() for line in fig.axes[0].lines]
+    ['tab:blue', 'tab:orange']
     """
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
-    for label, history in histories.items():
-        ax.plot(history["step"], [100 * a for a in history["val_acc"]], marker=".", label=label)
+    for label, runs in histories.items():
+        runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
+        acc = np.array([[100 * a for a in h["val_acc"]] for h in runs])
+        color = (colors or {}).get(label) or (method_color(label) if method_color(label) != "tab:gray" else None)
+        line, = ax.plot(runs[0]["step"], acc.mean(0), marker=".", color=color, label=label)
+        if len(runs) > 1:
+            sd = acc.std(0, ddof=1)
+            ax.fill_between(runs[0]["step"], acc.mean(0) - sd, acc.mean(0) + sd, color=line.get_color(), alpha=0.2)
     ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -229,17 +242,24 @@ def plot_compartment_cosines(labels, measured, predicted, coords,
 
 
 # ---------------------------------------------------------------- 03 fixed projection, 04 re-drawn bases
-def plot_accuracy_vs_dim(dims, accuracies, baseline: float, fraction: float = 0.9,
+def plot_accuracy_vs_dim(dims, accuracies, baseline, fraction: float = 0.9,
                          title: str = "accuracy against subspace dimension"):
     """Validation accuracy of subspace training against d (log x axis), with the full-parameter
     ``baseline`` and the ``fraction`` x baseline line whose first crossing defines d_int90 (Li et al.).
+    ``accuracies[i]`` (for ``dims[i]``) and ``baseline`` are fractions, or lists of them over seeds: then
+    the mean is drawn, with ± one sd as error bars.
 
-    >>> fig = plot_accuracy_vs_dim([10, 100], [0.4, 0.8], baseline=0.85)
+    >>> fig = plot_accuracy_vs_dim([10, 100], [[0.4, 0.42], [0.8, 0.79]], baseline=[0.85, 0.86])
     """
+    acc = [100 * np.atleast_1d(a) for a in accuracies]
+    base = 100 * np.mean(baseline)
+    sd = [a.std(ddof=1) if a.size > 1 else 0.0 for a in acc]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogx(dims, [100 * a for a in accuracies], "o-", label="fixed subspace, only $c$ trained")
-    ax.axhline(100 * baseline, color="black", lw=1, label="all $D$ parameters trained")
-    ax.axhline(100 * fraction * baseline, color="tab:red", ls="--", lw=1,
+    ax.errorbar(dims, [a.mean() for a in acc], yerr=sd, fmt="o-", capsize=3, color=method_color("fpd"),
+                label="fixed subspace, only $c$ trained")
+    ax.set_xscale("log")
+    ax.axhline(base, color="black", lw=1, label="all $D$ parameters trained")
+    ax.axhline(fraction * base, color="tab:red", ls="--", lw=1,
                label=f"{fraction:.0%} of that (defines $d_{{int{round(100 * fraction)}}}$)")
     ax.set(xlabel="subspace dimension d", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3, which="both")
@@ -276,15 +296,17 @@ def plot_communication(comms: list, title: str = "bytes each worker receives per
     >>> fig = plot_communication([{"scheme": "shared", "world_size": w, "bytes_per_step": 1020,
     ...                            "ddp_bytes_per_step": 407080} for w in (2, 4)])
     """
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for scheme in sorted({c["scheme"] for c in comms}):
         rows = sorted((c["world_size"], c["bytes_per_step"]) for c in comms if c["scheme"] == scheme)
-        ax.plot(*zip(*rows), "o-", label=f"RBD, {scheme} bases")
+        ax.plot(*zip(*rows), "o-" if scheme == "shared" else "s:", color=method_color("rbd"),
+                label=f"RBD, {scheme} bases")
     workers = sorted({c["world_size"] for c in comms})
-    ax.plot(workers, [comms[0]["ddp_bytes_per_step"]] * len(workers), "--", color="gray",
-            label="DDP gradient all-reduce, 4 D")
+    ax.plot(workers, [comms[0]["ddp_bytes_per_step"]] * len(workers), "--", color=method_color("sgd"),
+            label="SGD with DDP's gradient all-reduce, 4 D")
     ax.set(xscale="log", yscale="log", xlabel="workers W", ylabel="bytes per step", title=title)
     ax.set_xticks(workers, [str(w) for w in workers])
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8)   # below the axes, off the lines
+    fig.tight_layout()
     return fig
