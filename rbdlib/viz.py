@@ -241,6 +241,112 @@ def plot_compartment_cosines(labels, measured, predicted, coords,
     return fig
 
 
+# One colour per compartment scheme (one basis keeps RBD's); equal-cost schemes solid, d shared out dashed.
+SCHEME_COLORS = {"one basis": METHOD_COLORS["rbd"], "layer, d shared out": "tab:purple",
+                 "tensor, d shared out": "teal", "25,000, d shared out": "tab:olive", "layer, d each": "tab:brown",
+                 "tensor, d each": "tab:cyan", "25,000, d each": "tab:pink"}
+
+
+def compartment_scheme(method: str) -> tuple[str, str | None]:
+    """(scheme, learning rate or None) of an ``rbdlib-experiment`` method string; width and distribution are
+    ignored, so the same scheme at different widths shares a label.
+
+    >>> compartment_scheme("rbd:distribution=rademacher,width=512,compartments=layer,split_dim=true,lr=1.0")
+    ('layer, d shared out', '1.0')
+    >>> compartment_scheme("rbd:distribution=rademacher"), compartment_scheme("rbd:compartments=25000")
+    (('one basis', None), ('25,000, d each', None))
+    """
+    options = dict(o.split("=", 1) for o in method.partition(":")[2].split(",") if "=" in o)
+    cut = options.get("compartments", "network")
+    if cut == "network":
+        return "one basis", options.get("lr")
+    cut = f"{int(cut):,}" if cut.isdigit() else cut
+    shared = options.get("split_dim", "false").lower() == "true"
+    return f"{cut}, d {'shared out' if shared else 'each'}", options.get("lr")
+
+
+def scheme_style(scheme: str) -> dict:
+    """Line colour and style of a compartment scheme (as ``compartment_scheme`` names it), for ``ax.plot``.
+
+    >>> scheme_style("one basis"), scheme_style("layer, d shared out")
+    ({'color': 'tab:orange', 'ls': '-'}, {'color': 'tab:purple', 'ls': '--'})
+    """
+    return dict(color=SCHEME_COLORS.get(scheme, "tab:gray"), ls="--" if "shared out" in scheme else "-")
+
+
+def plot_accuracy_vs_params(rows: list[dict], title: str = "accuracy as the network widens"):
+    """Validation accuracy (%) against the number of parameters D (log x), one line per compartment scheme,
+    from ``rbdlib.results.summary`` rows. Only runs that reached their target epochs are drawn: a run still
+    training (or never started) is simply absent, so the figure works with whatever runs exist.
+
+    >>> rows = [dict(method="rbd:width=128", D=101770, mean=69.3, epoch=5, target=5, status="complete"),
+    ...         dict(method="rbd:width=512,compartments=layer", D=407050, mean=56.4, epoch=2, target=5,
+    ...              status="unfinished")]
+    >>> fig = plot_accuracy_vs_params(rows)
+    >>> [line.get_label() for line in fig.axes[0].lines]
+    ['one basis']
+    """
+    done: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row["status"] == "complete" and row["epoch"] == row["target"]:
+            scheme, lr = compartment_scheme(row["method"])
+            label = scheme + (f" (lr {lr})" if lr else "")
+            done.setdefault(label, []).append((row["D"], row["mean"]))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for label, points in done.items():
+        points.sort()
+        ax.plot(*zip(*points), marker="o", label=label, **scheme_style(label.split(" (lr")[0]))
+    epochs = sorted({row["target"] for row in rows})
+    sizes = sorted({row["D"] for row in rows})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{D:,}" for D in sizes])
+    ax.minorticks_off()
+    if sizes:
+        ax.set_xlim(sizes[0] / 1.4, sizes[-1] * 1.4)
+    ax.set(xlabel="parameters D", ylabel="validation accuracy (%)",
+           title=f"{title} ({', '.join(map(str, epochs))} epochs)" if epochs else title)
+    ax.grid(alpha=0.3, which="both")
+    if done:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scheme_curves(runs: list[dict], title: str = "validation accuracy, mean ± sd over seeds"):
+    """Accuracy (%) against epochs for ``rbdlib.results.runs(name)`` (or a selection), coloured by compartment
+    scheme: every run as a thin line as far as it got, and per method the mean over its seeds, with a ± sd
+    band, over the epochs all of them reached.
+
+    >>> run = lambda seed, accs: dict(method="rbd:distribution=rademacher", seed=seed,
+    ...                               records=[dict(epoch=e, val_acc=a) for e, a in enumerate(accs)])
+    >>> fig = plot_scheme_curves([run(0, [0.05, 0.57, 0.62]), run(1, [0.06, 0.56])])
+    >>> [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")]
+    ['one basis (2 seeds)']
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method in dict.fromkeys(r["method"] for r in runs if r["records"]):
+        group = [r for r in runs if r["method"] == method and r["records"]]
+        scheme, lr = compartment_scheme(method)
+        style = scheme_style(scheme)
+        for r in group:
+            ax.plot([x["epoch"] for x in r["records"]], [100 * x["val_acc"] for x in r["records"]],
+                    color=style["color"], lw=0.6, alpha=0.5)
+        shared = min(len(r["records"]) for r in group)
+        acc = np.array([[100 * x["val_acc"] for x in r["records"][:shared]] for r in group])
+        epochs = [x["epoch"] for x in group[0]["records"][:shared]]
+        ax.plot(epochs, acc.mean(0), lw=2, label=f"{scheme}{f' (lr {lr})' if lr else ''} ({len(group)} seed"
+                f"{'s' * (len(group) > 1)})", **style)
+        if len(group) > 1:
+            sd = acc.std(0, ddof=1)
+            ax.fill_between(epochs, acc.mean(0) - sd, acc.mean(0) + sd, color=style["color"], alpha=0.2)
+    ax.set(xlabel="epoch (0 = initial weights)", ylabel="validation accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    if runs:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- 03 fixed projection, 04 re-drawn bases
 def plot_accuracy_vs_dim(dims, accuracies, baseline, fraction: float = 0.9,
                          title: str = "accuracy against subspace dimension"):
