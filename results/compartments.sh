@@ -20,4 +20,9 @@ $X fc-fmnist --seeds 0 1 2 --jobs 1 --nice 19 --out results/fc-fmnist-compartmen
 $X cnn-fmnist --seeds 0 --jobs 2 --nice 19 --out results/cnn-fmnist-compartments --methods \
    $R,compartments=layer,split_dim=true,lr=0.625 $R,compartments=layer \
    >> results/logs/cnn-fmnist-compartments.log 2>&1 &
+# A larger learning rate (results/fc-fmnist-compartments/lr_sweep.md: after 600 steps equal-cost 25,000-parameter
+# chunks pull ahead of one basis as the rate grows): one basis and those chunks at lr 8 and 16, 10 epochs, 3 seeds
+$X fc-fmnist --seeds 0 1 2 --epochs 10 --jobs 1 --nice 19 --out results/fc-fmnist-compartments-lr --methods \
+   $R,lr=8 $R,compartments=25000,lr=8 $R,lr=16 $R,compartments=25000,lr=16 \
+   >> results/logs/fc-fmnist-compartments-lr.log 2>&1 &
 wait
