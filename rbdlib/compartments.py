@@ -109,14 +109,8 @@ def predicted_cosine(grads, dims: list[int], distribution: str = "normal") -> tu
     >>> round(mean, 4), round(sd / mean, 4), round(1 / (2 * 50) ** 0.5, 4)
     (0.0705, 0.1, 0.1)
     """
-    if distribution not in FOURTH_MOMENT:
-        raise ValueError(f"unknown distribution {distribution!r}; expected one of {tuple(FOURTH_MOMENT)}")
-    if len(grads) != len(dims):
-        raise ValueError(f"got {len(grads)} compartment gradients but {len(dims)} dims; pass one of each")
-    mu = FOURTH_MOMENT[distribution]
-    w = [float(g.double().square().sum()) for g in grads]
+    mu, w, m = _moments(grads, dims, distribution)
     q = [float(g.double().pow(4).sum()) for g in grads]
-    m = [g.numel() + d + mu - 2 for g, d in zip(grads, dims)]
     U = sum(d * wk for d, wk in zip(dims, w))
     M = sum(d * mk * wk for d, mk, wk in zip(dims, m, w))
     if U == 0:
@@ -143,10 +137,18 @@ def expected_step(grads, dims: list[int], lr: float, scale: float, distribution:
     >>> round(shared[0] / one[0], 3), round(restored[0] / one[0], 3), round(restored[1] / one[1], 3)
     (0.5, 1.0, 1.0)
     """
+    _, w, m = _moments(grads, dims, distribution)
+    along = lr * scale ** 2 * sum(d * wk for d, wk in zip(dims, w)) / math.sqrt(sum(w))
+    length = lr * scale ** 2 * math.sqrt(sum(d * mk * wk for d, mk, wk in zip(dims, m, w)))
+    return along, length
+
+
+def _moments(grads, dims: list[int], distribution: str) -> tuple[float, list[float], list[float]]:
+    """mu = E[z^4], w_k = |g_k|^2 and m_k = D_k + d_k + mu - 2 of :func:`predicted_cosine`, inputs checked."""
+    if distribution not in FOURTH_MOMENT:
+        raise ValueError(f"unknown distribution {distribution!r}; expected one of {tuple(FOURTH_MOMENT)}")
     if len(grads) != len(dims):
         raise ValueError(f"got {len(grads)} compartment gradients but {len(dims)} dims; pass one of each")
     mu = FOURTH_MOMENT[distribution]
     w = [float(g.double().square().sum()) for g in grads]
-    along = lr * scale ** 2 * sum(d * wk for d, wk in zip(dims, w)) / math.sqrt(sum(w))
-    length = lr * scale ** 2 * math.sqrt(sum(d * (g.numel() + d + mu - 2) * wk for g, d, wk in zip(grads, dims, w)))
-    return along, length
+    return mu, w, [g.numel() + d + mu - 2 for g, d in zip(grads, dims)]
