@@ -276,18 +276,18 @@ def _rates(repeats: int = 15) -> dict:
             cpu._words(bits, 0, bits.shape[0] // 4, r, 0, 0, u(1), u(2))
 
     @njit(nogil=True, error_model="numpy")
-    def transform(buf, out, reps):  # the second pass of cpu.fill for normal bases
+    def transform(top, out, reps):  # the second pass of cpu.fill for normal bases, on int32 words
         for _ in range(reps):
-            for p in range(buf.shape[0] // 2):
-                r = cpu._radius(buf[2 * p])
-                s, c = cpu._sincos(buf[2 * p + 1])
+            for p in range(top.shape[0] // 2):
+                r = cpu._radius(top[2 * p])
+                s, c = cpu._sincos(top[2 * p + 1])
                 out[2 * p], out[2 * p + 1] = r * c, r * s
 
     @njit(nogil=True, error_model="numpy")
-    def dot(buf, g, reps):
+    def dot(basis, g, reps):
         acc = 0.0
         for _ in range(reps):
-            acc += cpu._dot(buf, g, 0, buf.shape[0])
+            acc += cpu._dot(basis, g, 0, basis.shape[0])
         return acc
 
     n, reps = cpu.TILE, 200

@@ -125,11 +125,12 @@ def at_common_epoch(name: str) -> tuple[int, dict[str, float]]:
     return epoch, {method: statistics.mean(a) for method, a in accs.items()}
 
 
-def curves(name: str) -> dict[str, tuple[list[int], list[float], list[float] | None]]:
+def curves(name: str | list[dict]) -> dict[str, tuple[list[int], list[float], list[float] | None]]:
     """Per method: (epochs, mean accuracy %, sd or None for one seed) over the epochs all its seeds
-    recorded; only measured points, epoch 0 included where it was measured."""
+    recorded; only measured points, epoch 0 included where it was measured. ``name`` is a packaged set or
+    a list of runs (e.g. a selection of ``runs(name)``)."""
     out = {}
-    all_runs = [r for r in runs(name) if r["records"]]
+    all_runs = [r for r in (runs(name) if isinstance(name, str) else name) if r["records"]]
     for method in dict.fromkeys(r["method"] for r in all_runs):
         group = [curve(r) for r in all_runs if r["method"] == method]
         shared = sorted(set.intersection(*(set(epochs) for epochs, _ in group)))

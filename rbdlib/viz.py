@@ -14,6 +14,8 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 
+from rbdlib import results
+
 # One colour per method in every figure of every notebook, so a method is recognised at a glance.
 METHOD_COLORS = {"sgd": "tab:blue", "rbd": "tab:orange", "fpd": "tab:green", "nes": "tab:red"}
 
@@ -27,6 +29,14 @@ def method_color(label: str) -> str:
     """
     head = re.match(r"[a-z]*", label.strip().lower()).group()   # the leading word: "SGD, lr 0.25" -> "sgd"
     return METHOD_COLORS.get(head, "tab:gray")
+
+
+def _mean_band(ax, x, mean, sd, **style):
+    """A mean line, in a band of ± one sd when ``sd`` is given (several seeds)."""
+    line, = ax.plot(x, mean, **style)
+    if sd is not None:
+        mean, sd = np.asarray(mean), np.asarray(sd)
+        ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
 
 
 # ---------------------------------------------------------------- 01 welcome, 02 random subspaces
@@ -47,10 +57,8 @@ def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy", 
         runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
         acc = np.array([[100 * a for a in h["val_acc"]] for h in runs])
         color = (colors or {}).get(label) or (method_color(label) if method_color(label) != "tab:gray" else None)
-        line, = ax.plot(runs[0]["step"], acc.mean(0), marker=".", color=color, label=label)
-        if len(runs) > 1:
-            sd = acc.std(0, ddof=1)
-            ax.fill_between(runs[0]["step"], acc.mean(0) - sd, acc.mean(0) + sd, color=line.get_color(), alpha=0.2)
+        _mean_band(ax, runs[0]["step"], acc.mean(0), acc.std(0, ddof=1) if len(runs) > 1 else None,
+                   marker=".", color=color, label=label)
     ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -324,21 +332,14 @@ def plot_scheme_curves(runs: list[dict], title: str = "validation accuracy, mean
     ['one basis (2 seeds)']
     """
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method in dict.fromkeys(r["method"] for r in runs if r["records"]):
+    for method, (epochs, mean, sd) in results.curves(runs).items():
         group = [r for r in runs if r["method"] == method and r["records"]]
         scheme, lr = compartment_scheme(method)
         style = scheme_style(scheme)
         for r in group:
-            ax.plot([x["epoch"] for x in r["records"]], [100 * x["val_acc"] for x in r["records"]],
-                    color=style["color"], lw=0.6, alpha=0.5)
-        shared = min(len(r["records"]) for r in group)
-        acc = np.array([[100 * x["val_acc"] for x in r["records"][:shared]] for r in group])
-        epochs = [x["epoch"] for x in group[0]["records"][:shared]]
-        ax.plot(epochs, acc.mean(0), lw=2, label=f"{scheme}{f' (lr {lr})' if lr else ''} ({len(group)} seed"
-                f"{'s' * (len(group) > 1)})", **style)
-        if len(group) > 1:
-            sd = acc.std(0, ddof=1)
-            ax.fill_between(epochs, acc.mean(0) - sd, acc.mean(0) + sd, color=style["color"], alpha=0.2)
+            ax.plot(*results.curve(r), color=style["color"], lw=0.6, alpha=0.5)
+        _mean_band(ax, epochs, mean, sd, lw=2, label=f"{scheme}{f' (lr {lr})' if lr else ''} ({len(group)} seed"
+                   f"{'s' * (len(group) > 1)})", **style)
     ax.set(xlabel="epoch (0 = initial weights)", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     if runs:

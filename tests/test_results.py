@@ -74,6 +74,7 @@ def test_epoch_zero_and_partial_runs(packaged):
     assert rows["rbd"]["target"] == 100 and rows["sgd"]["sd"] is None
     epochs, mean, sd = results.curves("new")["rbd"]
     assert epochs == [0, 1, 2] and mean == pytest.approx([7.0, 51.0, 59.0]) and len(sd) == 3
+    assert results.curves([r for r in results.runs("new") if r["method"] == "rbd"]) == {"rbd": (epochs, mean, sd)}
     assert results.at_common_epoch("new") == (2, pytest.approx({"rbd": 59.0, "sgd": 75.0}))
 
 
