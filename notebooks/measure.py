@@ -4,6 +4,7 @@ shared pages count once; sum of RSS for comparison), sampled every 0.25 s, and t
 
     python notebooks/measure.py notebooks/0*.ipynb            # measure only; the notebooks are not changed
     python notebooks/measure.py --write notebooks/04_*.ipynb  # re-execute in place (commit what changed)
+    python notebooks/measure.py --busy 1 notebooks/0*.ipynb   # beside one busy process (a busy-looping Python)
 
 The README's table of run times and memory comes from this command.
 """
@@ -11,6 +12,8 @@ The README's table of run times and memory comes from this command.
 import argparse
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -19,7 +22,7 @@ import psutil
 from nbclient import NotebookClient
 
 
-def measure(path: str, write: bool) -> dict:
+def measure(path: str, write: bool, exclude: frozenset = frozenset()) -> dict:
     nb = nbformat.read(path, as_version=4)
     peak = {"pss": 0, "rss": 0, "procs": 0}
     done = threading.Event()
@@ -29,6 +32,8 @@ def measure(path: str, write: bool) -> dict:
         while not done.is_set():
             pss = rss = procs = 0
             for p in me.children(recursive=True):
+                if p.pid in exclude:   # the busy processes of --busy are not the notebook's
+                    continue
                 try:
                     info = p.memory_full_info()
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -61,9 +66,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--write", action="store_true", help="save the executed notebooks in place")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N busy-looping processes running beside the notebooks (a shared machine)")
     args = parser.parse_args()
-    for path in args.notebooks:
-        print(json.dumps(measure(path, args.write)), flush=True)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        for path in args.notebooks:
+            print(json.dumps(dict(measure(path, args.write, frozenset(p.pid for p in busy)), busy=args.busy)),
+                  flush=True)
+    finally:
+        for p in busy:
+            p.kill()
 
 
 if __name__ == "__main__":
