@@ -8,8 +8,8 @@
 
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
 ``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25`` or
-``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``width=512`` (any method) widens the FC network's hidden
-layer. Learning rates default to the paper's (``PAPER``; NES
+``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``fpd:reset_coords=false`` is the reference code's FPD, an
+ablation (:class:`rbdlib.optim.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer. Learning rates default to the paper's (``PAPER``; NES
 takes the configuration's rbd rate, as the reference code does); d defaults to 250. Each option is checked
 for its method and value before any run starts.
 
@@ -70,7 +70,7 @@ PAPER = {
 NES_SIGMA = 0.01  # the reference code's; NES's lr is the configuration's rbd lr, which the reference inherits
 METHODS = ("sgd", "fpd", "rbd", "nes")
 _BASES = {"lr", "dim", "compartments", "distribution", "split_dim"}
-USES = {"sgd": {"lr"}, "fpd": _BASES, "rbd": _BASES | {"redraw"},
+USES = {"sgd": {"lr"}, "fpd": _BASES | {"reset_coords"}, "rbd": _BASES | {"redraw"},
         "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
 for _uses in USES.values():
     _uses |= {"width"}  # the network's: hidden units of the fc network (a width sweep in one folder)
@@ -114,7 +114,7 @@ def _distribution(value: str) -> str:
 _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distribution": _distribution,
             "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
             "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag,
-            "width": _positive}
+            "width": _positive, "reset_coords": _flag}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:

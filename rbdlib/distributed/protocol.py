@@ -179,6 +179,8 @@ class DistributedRBD(torch.optim.Optimizer):
         if not dist.is_initialized():
             raise RuntimeError("torch.distributed is not initialized: call rbdlib.distributed.init() (under "
                                "torchrun) or use rbdlib.distributed.launch(), then build DistributedRBD")
+        if getattr(optimizer, "needs_closure", False):
+            raise TypeError(f"DistributedRBD cannot wrap {type(optimizer).__name__}: its step needs a closure")
         if scheme == "independent" and optimizer.record:
             raise ValueError("record=True with scheme='independent' would log only this rank's coordinates, "
                              "which rbdlib.replay cannot replay; use scheme='shared' (replayable) or "
