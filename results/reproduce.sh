@@ -26,4 +26,11 @@ $X fc-fmnist --methods rbd:distribution=rademacher --seeds 0 --no-augment --jobs
 # ... and SGD with the pad-and-crop alone (no brightness shift): which part of the augmentation costs the points
 $X fc-fmnist --methods sgd --seeds 0 --augment crop-only --jobs 1 --nice 19 \
    --out results/fc-fmnist-crop-only >> results/logs/fc-fmnist-crop-only.log 2>&1 &
+# FPD's ablations, with +-1 bases (a seventh of the cost; plain +-1 FPD with the augmentation is their control):
+# the reference code's FPD, whose coordinates are never reset (its gradient is taken at theta + P c_prev), and FPD
+# without the augmentation
+$X fc-fmnist --methods fpd:distribution=rademacher fpd:distribution=rademacher,reset_coords=false --seeds 0 \
+   --jobs 2 --nice 19 --out results/fc-fmnist-fpd-ablations >> results/logs/fc-fmnist-fpd-ablations.log 2>&1 &
+$X fc-fmnist --methods fpd:distribution=rademacher --seeds 0 --no-augment --jobs 1 --nice 19 \
+   --out results/fc-fmnist-no-augment >> results/logs/fc-fmnist-no-augment-fpd.log 2>&1 &
 wait
