@@ -359,15 +359,21 @@ class RBD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.update()
+        return loss
+
+    def update(self) -> list[torch.Tensor] | None:
+        """One step from the gradients in ``.grad``: project, apply, finish; returns the coordinates, or
+        None when the step was skipped (a non-finite gradient with ``nonfinite="skip"``)."""
         grads = self.gradient()
         if grads is None:
             self.skipped += 1
-            return loss
+            return None
         coords = self.coordinates(grads)
         frozen = self.frozen()
         deltas = self.apply(coords, frozen=frozen)
         self.finish(coords, grads, deltas, frozen)
-        return loss
+        return coords
 
     def finish(self, coords, grads, deltas, frozen=()) -> None:
         """Book-keeping after an update: diagnostics, the coordinate log, the step counter."""
@@ -473,15 +479,9 @@ class StaleFPD(RBD):
         finally:
             for p, s in zip(self.params, saved or ()):
                 p.copy_(s)
-        grads = self.gradient()
-        if grads is None:
-            self.skipped += 1
-            return loss
-        coords = self.coordinates(grads)
-        frozen = self.frozen()
-        deltas = self.apply(coords, frozen=frozen)
-        self.finish(coords, grads, deltas, frozen)
-        self.stale = [c.clone() for c in coords]
+        coords = self.update()
+        if coords is not None:
+            self.stale = [c.clone() for c in coords]
         return loss
 
     def _shift(self, coords) -> None:
