@@ -326,11 +326,13 @@ class RBD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def apply(self, coords: list[torch.Tensor], worker: int = 0, weight: float = 1.0,
-              frozen: list[int] = ()) -> list[torch.Tensor]:
+              frozen: list[int] = (), lr: float | None = None) -> list[torch.Tensor]:
         """theta <- theta - weight * lr * P_k c_k for every compartment; returns the deltas P_k c_k.
 
-        Parameters whose index is in ``frozen`` (those without a gradient) are left as they are.
+        ``lr`` is each parameter group's unless given. Parameters whose index is in ``frozen`` (those without
+        a gradient) are left as they are.
         """
+        rate = lr
         deltas = []
         for k, (compartment, c) in enumerate(zip(self.layout, coords)):
             delta = self.bases(k, worker).expand(c)
@@ -338,7 +340,7 @@ class RBD(torch.optim.Optimizer):
             at = 0
             for i, a, b in compartment:
                 if i not in frozen:
-                    lr = self.param_groups[self._group_of[i]]["lr"]
+                    lr = self.param_groups[self._group_of[i]]["lr"] if rate is None else rate
                     _add(self.params[i], a, b, delta[at:at + b - a], -lr * weight)
                 at += b - a
         return deltas
@@ -472,7 +474,7 @@ class StaleFPD(RBD):
         saved = None
         if self.stale is not None:
             saved = [p.detach().clone() for p in self.params]
-            self._shift(self.stale)
+            self.apply(self.stale, weight=-1.0, lr=1.0)   # theta + P c_prev, whatever the learning rates
         try:
             with torch.enable_grad():
                 loss = closure()
@@ -483,14 +485,6 @@ class StaleFPD(RBD):
         if coords is not None:
             self.stale = [c.clone() for c in coords]
         return loss
-
-    def _shift(self, coords) -> None:
-        """theta <- theta + P_k c_k for every compartment, whatever the learning rates."""
-        for k, (compartment, c) in enumerate(zip(self.layout, coords)):
-            delta, at = self.bases(k).expand(c), 0
-            for i, a, b in compartment:
-                _add(self.params[i], a, b, delta[at:at + b - a], 1.0)
-                at += b - a
 
     def state_dict(self):
         state = super().state_dict()
