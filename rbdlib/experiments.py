@@ -416,7 +416,8 @@ def parser() -> argparse.ArgumentParser:
                    help="train the (method, seed) runs in this many worker processes, one thread each, at --nice "
                         "priority (default: one after another in this process, with all threads)")
     p.add_argument("--nice", type=int, default=10, choices=range(20), metavar="0..19",
-                   help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU")
+                   help="niceness of the --jobs processes (default 10), so interactive work keeps the CPU (under "
+                        "Linux's autogroup scheduler, relative to processes of the same session only)")
     p.add_argument("--report", action="store_true",
                    help="train nothing: rewrite the tables, CSV, JSON and plot of --out from its runs so far")
     p.add_argument("--scheme", default="independent", choices=["shared", "independent"],
