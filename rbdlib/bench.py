@@ -26,8 +26,8 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 import sys
+import time
 
 _CASE = r"""
 import json, resource, statistics, sys, time, torch, numpy as np
@@ -251,7 +251,8 @@ def start_table(warm_runs: int = 3) -> str:
             torch_only.append(run(_START_TORCH, env))
     med = statistics.median
     return "\n".join(["| new process to the end of its first step | seconds |", "|---|---:|",
-                      f"| torch alone, SGD (median, best of {warm_runs}) | {med(torch_only):.1f}, {min(torch_only):.1f} |",
+                      f"| torch alone, SGD (median, best of {warm_runs}) | {med(torch_only):.1f}, "
+                      f"{min(torch_only):.1f} |",
                       f"| rbdlib RBD, empty compile cache | {cold:.1f} |",
                       f"| rbdlib RBD, warm cache (median, best of {warm_runs}) | {med(warm):.1f}, {min(warm):.1f} |",
                       f"| rbdlib's share of a warm start (median RBD - median torch alone) | "

@@ -9,9 +9,9 @@
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
 ``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25`` or
 ``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``fpd:reset_coords=false`` is the reference code's FPD, an
-ablation (:class:`rbdlib.optim.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer. Learning rates default to the paper's (``PAPER``; NES
-takes the configuration's rbd rate, as the reference code does); d defaults to 250. Each option is checked
-for its method and value before any run starts.
+ablation (:class:`rbdlib.optim.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer.
+Learning rates default to the paper's (``PAPER``; NES takes the configuration's rbd rate, as the reference code
+does); d defaults to 250. Each option is checked for its method and value before any run starts.
 
 The run writes, into ``--out``: ``results.json`` (every run with its history, each starting from a
 measured epoch-0 record of the initial weights), ``results.csv`` (one row per evaluation), ``table.md``
@@ -338,24 +338,22 @@ def summary_table(name: str, runs: list[dict], config: dict) -> str:
 
 
 def plot(runs: list[dict], path: Path, title: str) -> None:
-    """Validation accuracy against epochs from the measured epoch 0: mean over seeds, shaded +- sd."""
+    """Validation accuracy against epochs from the measured epoch 0: the mean over a method's seeds at the
+    epochs all of them reached, shaded +- sd, and each seed as a thin line as far as it got."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
+
+    from .viz import _mean_band
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, spec in enumerate(dict.fromkeys(r["method"] for r in runs)):
-        group = [r for r in runs if r["method"] == spec and r["records"]]
-        epochs = min(len(r["records"]) for r in group)
-        acc = 100 * np.array([[x["val_acc"] for x in r["records"][:epochs]] for r in group])
-        x = [rec["epoch"] for rec in group[0]["records"][:epochs]]
-        label = spec + (f" ({len(group)} seeds)" if len(group) > 1 else "")
-        ax.plot(x, acc.mean(0), color=f"C{i}", label=label, marker="o" if epochs < 12 else None)
-        if len(group) > 1:
-            ax.fill_between(x, acc.mean(0) - acc.std(0, ddof=1), acc.mean(0) + acc.std(0, ddof=1),
-                            color=f"C{i}", alpha=0.2)
+    for i, (spec, (x, mean, sd)) in enumerate(results.curves(runs).items()):
+        seeds = [r for r in runs if r["method"] == spec and r["records"]]
+        for r in seeds if len(seeds) > 1 else []:
+            ax.plot(*results.curve(r), color=f"C{i}", lw=0.6, alpha=0.5)
+        _mean_band(ax, x, mean, sd, color=f"C{i}", label=spec + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""),
+                   marker="o" if len(x) < 12 else None)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -45,7 +45,7 @@ def test_stale_fpd_follows_the_reference_trajectory(distribution):
     c_prev = torch.zeros(dim, dtype=torch.float64)
     batches = [(X[8 * t:8 * t + 8], Y[8 * t:8 * t + 8]) for t in range(steps)]
     for x, y in batches:
-        g = grad(lambda f: loss_at(ref_model, f, x, y))(theta + P @ c_prev)
+        g = grad(lambda f, x=x, y=y: loss_at(ref_model, f, x, y))(theta + P @ c_prev)
         c = P.T @ g
         theta, c_prev = theta - lr * P @ c, c
 

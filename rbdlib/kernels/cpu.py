@@ -200,7 +200,7 @@ def _dot(buf, g, j0, n):
 # first +-1 step does not compile the normal and uniform transforms (a new process starts sooner).
 @njit(**_jit)
 def _project_signs(g, dim, seed0, seed1, step, compartment, offset, partial, tile0, tile1):
-    """partial[i, tile] = <z_{offset+i}, g> over one tile of +-1 signs, for every direction and tiles tile0 .. tile1-1."""
+    """partial[i, tile] = <z_{offset+i}, g> over one tile of +-1 signs, for every direction, tiles tile0 .. tile1-1."""
     size = g.shape[0]
     bits = np.empty(TILE // 32, np.uint32)
     lanes = np.empty(32, np.float32)
