@@ -285,11 +285,13 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
             ckpt.unlink(missing_ok=True)
 
     for epoch in range(records[-1]["epoch"], args.epochs):
+        cpu = time.process_time()
         history = train(model, opt, ds, epochs=1, batch_size=args.batch_size, augment=augment,
                         seed=(seed * 100_003 + epoch) * 1_009 + rank, device=args.device, progress=args.progress,
                         max_steps=args.max_steps, eval_at_start=False)
         rec = dict(history.last, epoch=epoch + 1, step=records[-1]["step"] + history.last["step"],
-                   seconds=round(records[-1]["seconds"] + history.last["seconds"], 3))
+                   seconds=round(records[-1]["seconds"] + history.last["seconds"], 3),
+                   cpu_seconds=round(time.process_time() - cpu, 3))
         records.append(rec)
         if history.config.get("diverged"):
             result["status"] = "diverged"
@@ -326,14 +328,15 @@ def summary_table(name: str, runs: list[dict], config: dict) -> str:
     mean +- sd over seeds at the last epoch every seed of the row reached (finished and unfinished runs of a
     method in separate rows), the best epoch's accuracy, the measured epoch-0 accuracy and the status."""
     lines = [f"| {name} | D | coords/step | epochs | seeds | val acc % (ours) | best epoch % | at epoch 0 | "
-             "paper (100 epochs) | s/epoch | status |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "paper (100 epochs) | s/epoch | CPU s/epoch | status |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in results.summarize(runs):
         paper = config["table"].get(parse_method(row["method"])[0])
-        per_epoch = "" if row["seconds_per_epoch"] is None else f"{row['seconds_per_epoch']:.0f}"
+        per_epoch, cpu = ("" if row[k] is None else f"{row[k]:.0f}" for k in ("seconds_per_epoch", "cpu_per_epoch"))
         status = row["status"] + (f" (target {row['target']} epochs)" if row["status"] == "unfinished" else "")
         lines.append(f"| {row['method']} | {row['D']:,} | {row['coords'] or row['D']:,} | {row['epoch']} | "
                      f"{len(row['seeds'])} | {_mean_sd(row['accs'])} | {_mean_sd(row['best'])} | "
-                     f"{row['start']:.2f} | {'' if paper is None else paper} | {per_epoch} | {status} |")
+                     f"{row['start']:.2f} | {'' if paper is None else paper} | {per_epoch} | {cpu} | {status} |")
     return "\n".join(lines) + "\n"
 
 
@@ -373,7 +376,8 @@ def write_results(out: Path, name: str, runs: list[dict], config: dict, command:
     commands = list(dict.fromkeys(commands + [command]))
     _atomic_write(out / "results.json", json.dumps({"commands": commands, "runs": runs}, indent=1))
     text = io.StringIO()
-    columns = ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc", "seconds"]
+    columns = ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc", "seconds",
+               "cpu_seconds"]
     writer = csv.DictWriter(text, columns)
     writer.writeheader()
     for r in runs:

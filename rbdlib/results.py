@@ -7,9 +7,10 @@ updates the copy, and a test fails whenever it differs from ``results/``.
 
 A run is a dict as the command line writes it: ``config``, ``method``, ``seed``, ``D``, ``coords``,
 ``records`` (one per measured epoch; newer runs start with a measured ``epoch: 0`` record of the initial
-weights, with ``train_loss: None``) and, in newer files, ``epochs`` (the target) and ``status``
-("unfinished" while a run is still training, "complete", or "diverged"). Nothing here invents a point:
-curves contain exactly the recorded epochs.
+weights, with ``train_loss: None``; ``seconds`` is the training's wall time so far and ``cpu_seconds``, in
+records written since 2026-12-03, the process's CPU time in that epoch) and, in newer files, ``epochs`` (the
+target) and ``status`` ("unfinished" while a run is still training, "complete", or "diverged"). Nothing here
+invents a point: curves contain exactly the recorded epochs.
 
 >>> run = {"records": [{"epoch": 0, "val_acc": 0.061}, {"epoch": 1, "val_acc": 0.5}]}
 >>> curve(run)
@@ -82,7 +83,8 @@ def final(run: dict, epoch: int | None = None) -> tuple[int, float]:
 def summarize(all_runs: list[dict]) -> list[dict]:
     """Per method, over its seeds: the last epoch every seed reached (``epoch``), the accuracies there
     (``accs``, %), their ``mean`` and ``sd`` (None for one seed), each seed's best accuracy up to that epoch
-    (``best``), the mean measured epoch-0 accuracy (``start``), seconds per epoch (None before epoch 1),
+    (``best``), the mean measured epoch-0 accuracy (``start``), wall seconds per epoch (None before epoch 1), CPU
+    seconds per epoch (``cpu_per_epoch``: the mean over the epochs that recorded it, None if none did),
     ``seeds``, ``coords`` per step, ``D``, the ``target`` epochs and the ``status``.
 
     Finished and unfinished runs of a method are separate rows (so a 100-epoch result is not hidden behind a
@@ -98,11 +100,13 @@ def summarize(all_runs: list[dict]) -> list[dict]:
         epoch = min(r["records"][-1]["epoch"] for r in group)
         accs = [final(r, epoch)[1] for r in group]
         last = [r["records"][-1] for r in group if r["records"][-1]["epoch"] > 0]
+        cpu = [x["cpu_seconds"] for r in group for x in r["records"] if "cpu_seconds" in x]
         out.append(dict(method=method, epoch=epoch, accs=accs, mean=statistics.mean(accs),
                         sd=statistics.stdev(accs) if len(accs) > 1 else None,
                         best=[100 * max(x["val_acc"] for x in r["records"] if x["epoch"] <= epoch) for r in group],
                         start=statistics.mean(100 * r["records"][0]["val_acc"] for r in group),
                         seconds_per_epoch=statistics.mean(x["seconds"] / x["epoch"] for x in last) if last else None,
+                        cpu_per_epoch=statistics.mean(cpu) if cpu else None,
                         seeds=[r["seed"] for r in group], coords=group[0]["coords"], D=group[0]["D"],
                         target=max(r["epochs"] for r in group),
                         status=", ".join(sorted({r["status"] for r in group}))))

@@ -28,7 +28,8 @@ def test_cli_writes_results_with_the_right_columns(tmp_path):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert list(rows[0]) == ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc",
-                             "seconds"]
+                             "seconds", "cpu_seconds"]
+    assert [r["cpu_seconds"] == "" for r in rows] == [True, False] * 4  # epoch 0 trains nothing
     methods = ["sgd", "rbd", "nes", "rbd:distribution=rademacher,compartments=layer"]
     assert [r["method"] for r in rows] == [m for m in methods for _ in range(2)]  # epoch 0, epoch 1
     assert [r["epoch"] for r in rows] == ["0", "1"] * 4
@@ -209,6 +210,10 @@ def test_jobs_run_in_parallel_processes_with_one_thread_at_low_priority(tmp_path
         assert [r["step"] for r in a["records"]] == [r["step"] for r in b["records"]]
         assert [r["val_loss"] for r in a["records"]] == pytest.approx([r["val_loss"] for r in b["records"]], rel=1e-4)
     assert json.load(open(tmp_path / "jobs" / "results.json"))["runs"][1]["status"] == "complete"
+    for r in out["runs"]:  # one thread: a worker's CPU time per epoch cannot exceed the epoch's wall time
+        for before, rec in zip(r["records"], r["records"][1:]):
+            assert 0 < rec["cpu_seconds"] <= rec["seconds"] - before["seconds"] + 0.2
+    assert "| CPU s/epoch |" in (tmp_path / "jobs" / "table.md").read_text()
     with pytest.raises(SystemExit):
         experiments.main(["fc-fmnist", "--jobs", "0"])
 

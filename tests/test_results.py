@@ -108,3 +108,13 @@ def test_refresh_copies_and_prunes(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["a.json"]
     assert (target / "a.json").read_text() == '{"runs": []}'
     assert results.refresh(src, target, only=[]) == [] and not list(target.iterdir())
+
+
+def test_cpu_seconds_per_epoch_average_the_epochs_that_recorded_them(packaged):
+    runs = results.runs("new")
+    runs[0]["records"][2]["cpu_seconds"] = 10.0   # a run resumed by newer code: only later epochs have it
+    runs[0]["records"][3]["cpu_seconds"] = 14.0
+    runs[1]["records"][2]["cpu_seconds"] = 15.0
+    rows = {s["method"]: s for s in results.summarize(runs)}
+    assert rows["rbd"]["cpu_per_epoch"] == pytest.approx(13.0)
+    assert rows["sgd"]["cpu_per_epoch"] is None   # never measured: no number rather than a wrong one
