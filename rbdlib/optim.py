@@ -332,7 +332,6 @@ class RBD(torch.optim.Optimizer):
         ``lr`` is each parameter group's unless given. Parameters whose index is in ``frozen`` (those without
         a gradient) are left as they are.
         """
-        rate = lr
         deltas = []
         for k, (compartment, c) in enumerate(zip(self.layout, coords)):
             delta = self.bases(k, worker).expand(c)
@@ -340,8 +339,8 @@ class RBD(torch.optim.Optimizer):
             at = 0
             for i, a, b in compartment:
                 if i not in frozen:
-                    lr = self.param_groups[self._group_of[i]]["lr"] if rate is None else rate
-                    _add(self.params[i], a, b, delta[at:at + b - a], -lr * weight)
+                    rate = self.param_groups[self._group_of[i]]["lr"] if lr is None else lr
+                    _add(self.params[i], a, b, delta[at:at + b - a], -rate * weight)
                 at += b - a
         return deltas
 
