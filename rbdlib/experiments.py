@@ -310,13 +310,14 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
 
 
 def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
-    """Every run under ``out/_runs`` as far as it got (from its ``run.json``): this command's ``tasks`` in
-    their order, then runs that other commands put in the same folder (e.g. more seeds of one method)."""
+    """Every run under ``out/_runs`` as far as it got (from its ``run.json``), by method and seed. Methods keep
+    the order in which they first came into the folder (its ``results.json``), then this command's new ones,
+    so a table shared by several commands (more seeds, other methods) reads the same whichever wrote last."""
     runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/run.json"))]
-    order = {task: i for i, task in enumerate(tasks)}
-    methods = list(dict.fromkeys([spec for spec, _ in tasks] + [r["method"] for r in runs]))
-    return sorted(runs, key=lambda r: (order.get((r["method"], r["seed"]), len(order)),
-                                       methods.index(r["method"]), r["seed"]))
+    saved = out / "results.json"
+    known = [r["method"] for r in json.loads(saved.read_text())["runs"]] if saved.exists() else []
+    methods = list(dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs]))
+    return sorted(runs, key=lambda r: (methods.index(r["method"]), r["seed"]))
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -222,11 +222,13 @@ def test_commands_sharing_a_folder_share_its_table(tmp_path):
     """More seeds of one method and another method, from two commands, end up in one table."""
     _run(tmp_path, "shared", "--methods", "sgd", "--seeds", "0", "1", "--epochs", "1")
     both = _run(tmp_path, "shared", "--methods", "rbd", "--epochs", "1")
-    assert [(r["method"], r["seed"]) for r in both["runs"]] == [("rbd", 0), ("sgd", 0), ("sgd", 1)]
+    assert [(r["method"], r["seed"]) for r in both["runs"]] == [("sgd", 0), ("sgd", 1), ("rbd", 0)]
     saved = json.load(open(tmp_path / "shared" / "results.json"))
     assert len(saved["commands"]) == 2 and len(saved["runs"]) == 3
     table = (tmp_path / "shared" / "table.md").read_text()
     assert "| sgd | 101,770 | 101,770 | 1 | 2 |" in table and "| rbd | 101,770 | 20 | 1 | 1 |" in table
+    again = _run(tmp_path, "shared", "--methods", "rbd", "sgd", "--seeds", "0", "--report")  # rows keep their places
+    assert [(r["method"], r["seed"]) for r in again["runs"]] == [("sgd", 0), ("sgd", 1), ("rbd", 0)]
 
 
 def test_width_sweeps_the_fc_network_in_one_folder(tmp_path):
