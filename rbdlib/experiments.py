@@ -310,14 +310,16 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
 
 
 def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
-    """Every run under ``out/_runs`` as far as it got (from its ``run.json``), by method and seed. Methods keep
-    the order in which they first came into the folder (its ``results.json``), then this command's new ones,
-    so a table shared by several commands (more seeds, other methods) reads the same whichever wrote last."""
+    """Every run under ``out/_runs`` as far as it got (from its ``run.json``), in a fixed order: by method as in
+    the paper's table (``METHODS``), then each method's variants in the order they first came into the folder
+    (its ``results.json``, then this command's), then seed; so a table that several commands share (more seeds,
+    other methods) reads the same whichever of them wrote it last."""
     runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/run.json"))]
     saved = out / "results.json"
     known = [r["method"] for r in json.loads(saved.read_text())["runs"]] if saved.exists() else []
-    methods = list(dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs]))
-    return sorted(runs, key=lambda r: (methods.index(r["method"]), r["seed"]))
+    specs = list(dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs]))
+    return sorted(runs, key=lambda r: (METHODS.index(r["method"].partition(":")[0]), specs.index(r["method"]),
+                                       r["seed"]))
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -227,8 +227,10 @@ def test_commands_sharing_a_folder_share_its_table(tmp_path):
     assert len(saved["commands"]) == 2 and len(saved["runs"]) == 3
     table = (tmp_path / "shared" / "table.md").read_text()
     assert "| sgd | 101,770 | 101,770 | 1 | 2 |" in table and "| rbd | 101,770 | 20 | 1 | 1 |" in table
-    again = _run(tmp_path, "shared", "--methods", "rbd", "sgd", "--seeds", "0", "--report")  # rows keep their places
-    assert [(r["method"], r["seed"]) for r in again["runs"]] == [("sgd", 0), ("sgd", 1), ("rbd", 0)]
+    _run(tmp_path, "shared", "--methods", "rbd:lr=0.1", "--epochs", "1")
+    # rows keep their places whichever command writes: methods in the paper's order, variants as they came
+    again = _run(tmp_path, "shared", "--methods", "rbd:lr=0.1", "sgd", "--seeds", "0", "--report")
+    assert [(r["method"], r["seed"]) for r in again["runs"]] == [("sgd", 0), ("sgd", 1), ("rbd", 0), ("rbd:lr=0.1", 0)]
 
 
 def test_width_sweeps_the_fc_network_in_one_folder(tmp_path):
