@@ -30,11 +30,11 @@ def test_cli_writes_results_with_the_right_columns(tmp_path):
     assert list(rows[0]) == ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc",
                              "seconds", "cpu_seconds"]
     assert [r["cpu_seconds"] == "" for r in rows] == [True, False] * 4  # epoch 0 trains nothing
-    methods = ["sgd", "rbd", "nes", "rbd:distribution=rademacher,compartments=layer"]
+    methods = ["sgd", "rbd", "rbd:distribution=rademacher,compartments=layer", "nes"]  # the paper's method order
     assert [r["method"] for r in rows] == [m for m in methods for _ in range(2)]  # epoch 0, epoch 1
     assert [r["epoch"] for r in rows] == ["0", "1"] * 4
     runs = json.load(open(out / "results.json"))["runs"]
-    assert runs[1]["coords"] == 20 and runs[3]["coords"] == 40  # smoke d = 20; two layers
+    assert runs[1]["coords"] == 20 and runs[2]["coords"] == 40  # smoke d = 20; two layers
     assert {r["status"] for r in runs} == {"complete"}
     table = (out / "table.md").read_text()
     assert "| rbd | 101,770 | 20 | 1 | 1 |" in table and "85.65" in table  # our numbers beside the paper's
