@@ -317,9 +317,9 @@ def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
     runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/run.json"))]
     saved = out / "results.json"
     known = [r["method"] for r in json.loads(saved.read_text())["runs"]] if saved.exists() else []
-    specs = list(dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs]))
-    return sorted(runs, key=lambda r: (METHODS.index(r["method"].partition(":")[0]), specs.index(r["method"]),
-                                       r["seed"]))
+    specs = dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs])
+    first = {spec: i for i, spec in enumerate(specs)}
+    return sorted(runs, key=lambda r: (METHODS.index(r["method"].partition(":")[0]), first[r["method"]], r["seed"]))
 
 
 def _mean_sd(values: list[float]) -> str:

@@ -25,9 +25,10 @@ $X cnn-fmnist --seeds 0 --jobs 2 --nice 14 --out results/cnn-fmnist-compartments
 $X fc-fmnist --seeds 0 1 2 --epochs 10 --jobs 1 --nice 10 --out results/fc-fmnist-compartments-lr --methods \
    $R,lr=8 $R,compartments=25000,lr=8 $R,lr=16 $R,compartments=25000,lr=16 \
    >> results/logs/fc-fmnist-compartments-lr.log 2>&1 &
-# ... and at the paper's budget (100 epochs, 3 seeds; seeds 1-2 added after seed 0, at the lowest priority): the chunks at lr 8, where they gained 6 points over one basis
-# after 10 epochs, against one basis at lr 2 (after 10 epochs one basis was no better at lr 8 than at the paper's
-# 0.5, and lr_sweep.md has it 9 points up at lr 2 after 600 steps: a rate between the two)
+# ... and at the paper's budget (100 epochs, 3 seeds; seeds 1-2 added after seed 0, at the lowest priority): the
+# chunks at lr 8, where they gained 6 points over one basis after 10 epochs, against one basis at lr 2 (after
+# 10 epochs one basis was no better at lr 8 than at the paper's 0.5, and lr_sweep.md has it 9 points up at lr 2
+# after 600 steps: a rate between the two)
 $X fc-fmnist --seeds 0 1 2 --jobs 2 --nice 19 --out results/fc-fmnist-compartments-lr-100 --methods \
    $R,lr=2 $R,compartments=25000,lr=8 >> results/logs/fc-fmnist-compartments-lr-100.log 2>&1 &
 wait
