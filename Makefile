@@ -8,29 +8,48 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # torch comes first, from PyTorch's CPU wheel index, so that pip never picks a multi-GB CUDA build by itself;
 # where that index cannot be reached (offline mirrors, a local wheel folder) pip falls back to its default index.
-# A CUDA build instead: make lab TORCH_INDEX=https://download.pytorch.org/whl/cu126  (or any PyTorch index)
+# A CUDA build instead, with CuPy for rbdlib's GPU kernels, whether or not .venv exists yet:
+#   make lab GPU=cu128      (cu126, cu128, cu130, ...: a CUDA version your driver supports; see pytorch.org)
+# A plain `make lab` afterwards keeps whichever build is installed.
+# Jupyter options: make lab JUPYTER_ARGS="--port 8890 --no-browser"  (--allow-root is added for root)
 TORCH       ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-STAMP   = $(VENV)/.installed
+GPU         ?=
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(if $(GPU),$(GPU),cpu)
+CUPY         = cupy-cuda$(if $(filter cu13%,$(GPU)),13x,12x)
+JUPYTER_ARGS ?=
+STAMP       = $(VENV)/.installed
+TORCH_STAMP = $(VENV)/.torch$(if $(GPU),-$(GPU))
+# which torch counts as installed: any (plain make), or a CUDA build of exactly $(GPU)
+TORCH_OK    = import torch, sys; sys.exit($(if $(GPU),"cu" + (torch.version.cuda or "").replace(".", "") != "$(GPU)",0))
 
-.PHONY: lab test test-browser env lint bench clean package-results
+.PHONY: lab test test-browser env lint bench clean package-results gpu-check
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(TORCH_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null \
-	  || $(BIN)/python -m pip install -q --timeout 20 --retries 0 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
-	  || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -c '$(TORCH_OK)' 2>/dev/null || { \
+	  $(BIN)/python -m pip uninstall -q -y torch 2>/dev/null; \
+	  $(BIN)/python -m pip install -q --timeout 20 --retries 0 --index-url "$(TORCH_INDEX)" "$(TORCH)" \
+	  || $(BIN)/python -m pip install -q "$(TORCH)"; }
+	$(if $(GPU),$(BIN)/python -m pip install -q "$(CUPY)")
+	touch $(VENV)/.torch $@
+
+$(STAMP): pyproject.toml $(TORCH_STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rbdlib)" >/dev/null
 	touch $(STAMP)
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+# NVIDIA's runtime compiler for CUDA 12 and 13 (PyPI, no GPU needed): the tests compile the CUDA kernels with it
+$(VENV)/.nvrtc: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[nvrtc]"
+	touch $@
 
-test: $(STAMP)
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(JUPYTER_ARGS)
+
+test: $(STAMP) $(VENV)/.nvrtc
 	RBDLIB_SMOKE=1 $(BIN)/python -m pytest tests notebooks rbdlib --doctest-modules --nbval-lax --nbval-current-env \
 	  --ignore=tests/browser -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -16,8 +16,9 @@ Only torch, numpy and numba are needed to import rbdlib; the ``[notebooks]`` ext
 scikit-learn (the offline ``digits`` dataset).
 """
 
-# _threads first: it must run before anything imports torch; the rest are modules (rbdlib.data etc.)
-from . import _threads, data, models, train  # noqa: F401
+# modules, not names: rbdlib.data, rbdlib.models, rbdlib.train (import order against torch does not matter:
+# the CPU kernels run on torch's own OpenMP threads, see rbdlib/kernels/cpu.py)
+from . import data, models, train  # noqa: F401
 from .bases import RandomBases, philox4x32
 from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available

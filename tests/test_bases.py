@@ -106,7 +106,8 @@ def test_project_non_contiguous_and_requires_grad():
 # ---------------------------------------------------------------- invariances
 @pytest.mark.parametrize("distribution", DISTS)
 def test_thread_count_invariance(distribution, monkeypatch):
-    """torch.set_num_threads governs the kernels; any count gives the same bits (every call is split here)."""
+    """torch.set_num_threads governs the kernels; any count gives the same bits (every call is split here),
+    on torch's OpenMP team and on the fallback pool alike."""
     monkeypatch.setattr(cpu, "MIN_WORK", 1)  # split even small calls into tasks
     b = RandomBases(seed=9, step=1, compartment=0, dim=70, size=20_011, distribution=distribution)
     g = torch.randn(20_011, generator=torch.Generator().manual_seed(3))
@@ -114,15 +115,27 @@ def test_thread_count_invariance(distribution, monkeypatch):
     results = []
     previous = torch.get_num_threads()
     try:
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            assert cpu.threads() == n
-            results.append((b.project(g), b.expand(c_in), b.materialize([0, 33, 69, 5, 6])))
+        for executor in ("1", "0"):  # RBDLIB_OPENMP: torch's team (where there is one), then the pool
+            monkeypatch.setenv("RBDLIB_OPENMP", executor)
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                assert cpu.threads() == n
+                results.append((b.project(g), b.expand(c_in), b.materialize([0, 33, 69, 5, 6])))
     finally:
         torch.set_num_threads(previous)
     for one, *others in zip(*results, strict=True):
         for other in others:
             np.testing.assert_array_equal(bits(one), bits(other))
+
+
+@pytest.mark.skipif(sys.platform != "linux" or "OpenMP" not in torch.__config__.parallel_info(),
+                    reason="torch runs on GNU OpenMP only on Linux")
+def test_kernels_use_torchs_openmp_team_where_torch_has_one(monkeypatch):
+    """On Linux torch's builds use GNU OpenMP: the kernels must find it (else the fallback pool would
+    silently run every test), and RBDLIB_OPENMP=0 turns it off."""
+    assert cpu.openmp_available()
+    monkeypatch.setenv("RBDLIB_OPENMP", "0")
+    assert not cpu.openmp_available()
 
 
 def test_set_threads_is_torchs_knob():
@@ -537,15 +550,18 @@ def test_compile_cache_works_from_a_read_only_package(tmp_path):
     assert list(cache.rglob("*_project_*.nbi")) and list(cache.rglob("*_expand_*.nbi"))
 
 
-def test_importing_rbdlib_first_makes_torchs_idle_threads_sleep():
+@pytest.mark.parametrize("order", ["import torch, rbdlib", "import rbdlib, torch"])
+def test_import_order_changes_nothing(order):
+    """rbdlib leaves the OpenMP environment as it found it and finds torch's runtime either way."""
     import os
 
-    script = "import rbdlib, os; print(os.environ['OMP_WAIT_POLICY'])"
+    script = (f"{order}, os; from rbdlib.kernels import cpu; "
+              "print(os.environ.get('OMP_WAIT_POLICY'), cpu.openmp_available())")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    run = lambda env: subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,  # noqa: E731
-                                     text=True, check=True).stdout.strip()
-    assert run(env) == "PASSIVE"
-    assert run(dict(env, OMP_WAIT_POLICY="ACTIVE")) == "ACTIVE"  # the user's choice stands
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    policy, team = out.stdout.split()
+    assert policy == "None"
+    assert team == str(sys.platform == "linux" and "OpenMP" in torch.__config__.parallel_info())
 
 
 def test_kernels_run_in_a_forked_child_after_threads_started():

@@ -23,12 +23,17 @@ functions, so each compiles only what it uses.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from numba import njit
+from llvmlite import ir
+from numba import carray, cfunc, njit, types
+from numba.extending import intrinsic
 
 from .. import philox as ref
 
@@ -298,12 +303,253 @@ def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, ro
         out[r, :] = buf[:size]
 
 
+# ---------------------------------------------------------------- torch's OpenMP team
+# Where torch runs on GNU OpenMP (its Linux builds), the kernels' tasks run on torch's own OpenMP team,
+# so that one pool of threads owns the cores whichever of torch and rbdlib is imported first.
+#
+# torch's idle OpenMP threads spin for a few milliseconds after each operation, waiting for the next (unless
+# OMP_WAIT_POLICY=PASSIVE was set before torch was loaded; an import cannot change it afterwards). A second
+# pool of threads for the kernels competed with them for the cores: on a busy 2-core machine an RBD step
+# with +-1 bases took 1.7x as long (up to 40x with two busy processes). Given to torch's team instead, the
+# tasks are picked up by the spinning threads at once.
+#
+# How: ``GOMP_parallel`` (what compiled ``#pragma omp parallel`` code calls) starts a team on torch's
+# runtime with a Numba ``cfunc`` as its body. The body takes tasks one at a time from libgomp's dynamic
+# loop (``GOMP_loop_dynamic_start``/``_next``), so a thread the OS holds back delays the team by one
+# task at most. A task is the same serial kernel call as on the fallback pool and writes its own part of
+# the output, so results are bit-identical for any thread count and either executor.
+#
+# Elsewhere (macOS, Windows, torch built without GNU OpenMP) and with RBDLIB_OPENMP=0, the pool below
+# runs the tasks. The bodies live in this file, beside the kernels they call, so that Numba's disk cache
+# of them is invalidated whenever the kernels change.
+_omp_jit = dict(cache=True, nogil=True)
+
+
+def _runtime_path() -> str | None:
+    """The GNU OpenMP runtime torch has loaded: the one in torch's folder, or the only one loaded."""
+    if sys.platform != "linux" or "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if "libgomp" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return None
+    mine = [p for p in loaded if p.startswith(os.path.dirname(torch.__file__))]
+    return (mine or sorted(loaded))[0] if len(mine) == 1 or len(loaded) == 1 else None
+
+
+@functools.cache
+def _gomp():
+    """(GOMP_parallel, and the addresses of the dynamic loop's three calls) in torch's runtime, or None."""
+    path = _runtime_path()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)  # already loaded by torch: the same runtime, not a second copy
+    lib.GOMP_parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    lib.GOMP_parallel.restype = None
+    loop = [ctypes.cast(getattr(lib, f"GOMP_loop_{name}"), ctypes.c_void_p).value
+            for name in ("dynamic_start", "dynamic_next", "end_nowait")]
+    return lib.GOMP_parallel, loop
+
+
+_forked = False  # GNU OpenMP cannot start a team in a child forked after its parent used one: it hangs
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def openmp_available() -> bool:
+    """True when the kernels run on torch's OpenMP team (Linux, torch built with GNU OpenMP, not a forked
+    child: libgomp hangs there, torch's own operations included, so the kernels use their pool).
+
+    ``RBDLIB_OPENMP=0`` turns it off (the kernels then use their own pool), for comparisons."""
+    return not _forked and os.environ.get("RBDLIB_OPENMP", "1") != "0" and _gomp() is not None
+
+
+# Intrinsics: a typed pointer from an address, and calls of the loop's C functions through addresses
+# taken from the frame (so that the compiled bodies hold no absolute address and can be cached on disk).
+@intrinsic
+def _pointer(typingctx, address, dtype):
+    target = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):
+        llvm_type = context.get_value_type(target)
+        if isinstance(signature.args[0], types.Integer):
+            return builder.inttoptr(args[0], llvm_type)
+        return builder.bitcast(args[0], llvm_type)
+
+    return target(address, dtype), codegen
+
+
+_I64, _BOOL = ir.IntType(64), ir.IntType(8)
+
+
+def _call(builder, address, result, params, values):
+    function = builder.inttoptr(address, ir.FunctionType(result, params).as_pointer())
+    return builder.call(function, values)
+
+
+@intrinsic
+def _loop_start(typingctx, address, ntasks, chunk, bounds):
+    """GOMP_loop_dynamic_start(0, ntasks, 1, chunk, &bounds[0], &bounds[1]) != 0"""
+    def codegen(context, builder, signature, args):
+        address, ntasks, chunk, bounds = args
+        lo = builder.inttoptr(bounds, _I64.as_pointer())
+        hi = builder.gep(lo, [ir.Constant(_I64, 1)])
+        r = _call(builder, address, _BOOL, [_I64] * 4 + [_I64.as_pointer()] * 2,
+                  [ir.Constant(_I64, 0), ntasks, ir.Constant(_I64, 1), chunk, lo, hi])
+        return builder.icmp_unsigned("!=", r, ir.Constant(_BOOL, 0))
+
+    return types.boolean(types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _loop_next(typingctx, address, bounds):
+    """GOMP_loop_dynamic_next(&bounds[0], &bounds[1]) != 0"""
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[1], _I64.as_pointer())
+        r = _call(builder, args[0], _BOOL, [_I64.as_pointer()] * 2, [ptr, builder.gep(ptr, [ir.Constant(_I64, 1)])])
+        return builder.icmp_unsigned("!=", r, ir.Constant(_BOOL, 0))
+
+    return types.boolean(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _loop_end(typingctx, address):
+    """GOMP_loop_end_nowait()"""
+    def codegen(context, builder, signature, args):
+        _call(builder, args[0], ir.VoidType(), [], [])
+        return context.get_dummy_value()
+
+    return types.none(types.int64), codegen
+
+
+# A frame is one int64 array: [ntasks, chunk, three loop addresses, args...], an array argument as
+# (address, rows, columns), a float as its bits, an int as itself. The bodies read the arguments by position.
+HEADER = 5
+
+
+def _pack(ntasks: int, chunk: int, args: tuple) -> np.ndarray:
+    words = [ntasks, chunk, *_gomp()[1]]
+    for a in args:
+        if isinstance(a, np.ndarray):
+            if not a.flags.c_contiguous:
+                raise ValueError("_run_openmp: array arguments must be C-contiguous")
+            words += [a.ctypes.data, a.shape[0], a.shape[1] if a.ndim == 2 else 1]
+        elif isinstance(a, (float, np.floating)):
+            words.append(int(np.float64(a).view(np.int64)))
+        else:
+            words.append(int(a))
+    return np.array(words, np.int64)
+
+
+@njit(**_omp_jit)
+def _frame(data, size):
+    return carray(_pointer(data, np.int64), size)
+
+
+@njit(**_omp_jit)
+def _vec(f, i, dtype):
+    return carray(_pointer(f[i], dtype), f[i + 1])
+
+
+@njit(**_omp_jit)
+def _mat(f, i, dtype):
+    return carray(_pointer(f[i], dtype), (f[i + 1], f[i + 2]))
+
+
+@njit(**_omp_jit)
+def _float(f, i):
+    return carray(_pointer(f.ctypes.data, np.float64), f.size)[i]
+
+
+@njit(**_omp_jit)
+def _tasks(f, bounds, first):
+    """The next range of tasks from libgomp's dynamic loop into ``bounds``; False when none is left."""
+    if first:
+        return _loop_start(f[2], f[0], f[1], bounds.ctypes.data)
+    return _loop_next(f[3], bounds.ctypes.data)
+
+
+# The bodies: one per kernel, its arguments as the kernel takes them. Each takes ranges of tasks until none
+# is left, then leaves without waiting (the end of the team is the barrier). The kernel is named in each
+# body rather than passed to a shared loop: a function passed as a value would keep the body off the cache.
+_u, _f32, _f64 = np.uint64, np.float32, np.float64
+
+
+def _body_project_signs(data):  # (g, dim, seed0, seed1, step, compartment, offset, partial)
+    f, b = _frame(data, 17), np.empty(2, np.int64)
+    g, partial, more = _vec(f, 5, _f32), _mat(f, 14, _f64), _tasks(f, b, True)
+    while more:
+        _project_signs(g, f[8], _u(f[9]), _u(f[10]), f[11], f[12], f[13], partial, b[0], b[1])
+        more = _tasks(f, b, False)
+    _loop_end(f[4])
+
+
+def _body_project_dense(data):  # (g, dim, dist, seed0, seed1, step, compartment, offset, partial)
+    f, b = _frame(data, 18), np.empty(2, np.int64)
+    g, partial, more = _vec(f, 5, _f32), _mat(f, 15, _f64), _tasks(f, b, True)
+    while more:
+        _project_dense(g, f[8], f[9], _u(f[10]), _u(f[11]), f[12], f[13], f[14], partial, b[0], b[1])
+        more = _tasks(f, b, False)
+    _loop_end(f[4])
+
+
+def _body_expand_signs(data):  # (c, size, seed0, seed1, step, compartment, offset, scale, out)
+    f, b = _frame(data, 18), np.empty(2, np.int64)
+    c, out, more = _vec(f, 5, _f32), _vec(f, 15, _f32), _tasks(f, b, True)
+    while more:
+        _expand_signs(c, f[8], _u(f[9]), _u(f[10]), f[11], f[12], f[13], _float(f, 14), out, b[0], b[1])
+        more = _tasks(f, b, False)
+    _loop_end(f[4])
+
+
+def _body_expand_dense(data):  # (c, size, dist, seed0, seed1, step, compartment, offset, scale, out)
+    f, b = _frame(data, 19), np.empty(2, np.int64)
+    c, out, more = _vec(f, 5, _f32), _vec(f, 16, _f32), _tasks(f, b, True)
+    while more:
+        _expand_dense(c, f[8], f[9], _u(f[10]), _u(f[11]), f[12], f[13], f[14], _float(f, 15), out, b[0], b[1])
+        more = _tasks(f, b, False)
+    _loop_end(f[4])
+
+
+def _body_materialize_rows(data):  # (rows, size, dist, seed0, seed1, step, compartment, out)
+    f, b = _frame(data, 17), np.empty(2, np.int64)
+    rows, out, more = _vec(f, 5, np.int64), _mat(f, 14, _f32), _tasks(f, b, True)
+    while more:
+        _materialize_rows(rows, f[8], f[9], _u(f[10]), _u(f[11]), f[12], f[13], out, b[0], b[1])
+        more = _tasks(f, b, False)
+    _loop_end(f[4])
+
+
+_BODIES = {_project_signs: _body_project_signs, _project_dense: _body_project_dense,
+           _expand_signs: _body_expand_signs, _expand_dense: _body_expand_dense,
+           _materialize_rows: _body_materialize_rows}
+
+
+@functools.cache
+def _body(kernel):
+    """The compiled body of a kernel (on first use; cached on disk like the kernels)."""
+    return cfunc(types.void(types.voidptr), **_omp_jit)(_BODIES[kernel])
+
+
+def _run_openmp(kernel, ntasks: int, chunk: int, args: tuple, threads: int) -> None:
+    """Run ``kernel(*args, start, stop)`` over [0, ntasks) in chunks of ``chunk`` on a team of ``threads``."""
+    frame = _pack(ntasks, chunk, args)
+    _gomp()[0](_body(kernel).address, frame.ctypes.data, threads, 0)
+
+
 # ---------------------------------------------------------------- threads
 # The kernels above are serial and release the GIL. Parallel work is a list of tasks (ranges of
-# tiles or rows) that the calling thread and a few pool threads take in turn from one counter, so
-# a thread that the OS holds back (another process, torch's own workers) just takes fewer tasks.
-# Idle pool threads sleep on a lock; nothing spins. The thread count is torch's, read at every
-# call: ``torch.set_num_threads(n)`` is the one knob for torch and these kernels alike.
+# tiles or rows) taken by torch's OpenMP team (above) or, where there is none, by the calling thread
+# and a few pool threads in turn from one counter, so a thread that the OS holds back just takes fewer
+# tasks. Idle pool threads sleep on a lock. The thread count is torch's, read at every call:
+# ``torch.set_num_threads(n)`` is the one knob for torch and these kernels alike.
 MIN_WORK = 1 << 20  # basis elements per thread at least (about 0.1-5 ms); smaller calls use fewer threads
 TASKS_PER_THREAD = 4  # more tasks than threads, so that a held-back thread does not hold the call
 _pool: ThreadPoolExecutor | None = None
@@ -323,6 +569,9 @@ def _parallel(kernel, ntasks: int, work: int, args: tuple) -> None:
         kernel(*args, 0, ntasks)
         return
     step = -(-ntasks // (n * TASKS_PER_THREAD))
+    if openmp_available():  # torch's own threads (above), one task at a time; else the pool below
+        _run_openmp(kernel, ntasks, 1, args, n)
+        return
     starts = iter(range(0, ntasks, step))  # next() on a range iterator is atomic under the GIL
 
     def drain():

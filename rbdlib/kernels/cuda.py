@@ -181,13 +181,22 @@ extern "C" __global__ void rbd_words(const u32* counters, u32 k0, u32 k1, long l
 """
 
 
+CONSTANTS = ("P22", "P23", "P24", "SQRT2", "LN2", "HALF_PI", "L9", "L7", "L5", "L3",
+             "S9", "S7", "S5", "S3", "C10", "C8", "C6", "C4")
+
+
 def _constants() -> str:
-    """The float32 constants of the transforms as exact hex literals, taken from the CPU kernel."""
+    """The float32 constants of the transforms, taken from the CPU kernel, as decimal literals.
+
+    Each is the shortest decimal that reads back as exactly the same float32 (``5.9604645e-08f``), so
+    the source means the same bits under any C++ standard. Hex floats (``0x1p-24f``) would be exact
+    too, but they are C++17: NVRTC rejects them under an older ``-std``, while g++ accepts them as an
+    extension, which is how they once slipped past the CPU emulation of this source.
+    """
     from . import cpu
 
-    names = ("P22", "P23", "P24", "SQRT2", "LN2", "HALF_PI", "L9", "L7", "L5", "L3",
-             "S9", "S7", "S5", "S3", "C10", "C8", "C6", "C4")
-    lines = [f"#define {n} {float(getattr(cpu, '_' + n)).hex()}f" for n in names]
+    literal = lambda x: f"({np.format_float_scientific(np.float32(x), unique=True, exp_digits=2)}f)"  # noqa: E731
+    lines = [f"#define {n} {literal(getattr(cpu, '_' + n))}" for n in CONSTANTS]
     return "\n".join(lines + [f"#define FLUSH {FLUSH}"]) + "\n"
 
 
@@ -205,12 +214,17 @@ def available() -> bool:
         return False
 
 
+# What NVRTC is given for SOURCE. CuPy appends "-ftz=true" and the device's "-arch"; the tests compile
+# SOURCE with NVRTC from PyPI under exactly these options for every architecture, without a GPU.
+OPTIONS = ("--fmad=false", "-std=c++17")
+
+
 @functools.cache
 def _module(device_index: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
-        return cupy.RawModule(code=SOURCE, options=("--fmad=false", "-std=c++14"))
+        return cupy.RawModule(code=SOURCE, options=OPTIONS)
 
 
 class _on_torch_stream:
