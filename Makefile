@@ -22,7 +22,7 @@ TORCH_STAMP = $(VENV)/.torch$(if $(GPU),-$(GPU))
 # which torch counts as installed: any (plain make), or a CUDA build of exactly $(GPU)
 TORCH_OK    = import torch, sys; sys.exit($(if $(GPU),"cu" + (torch.version.cuda or "").replace(".", "") != "$(GPU)",0))
 
-.PHONY: lab test test-browser env lint bench clean package-results gpu-check
+.PHONY: lab test test-isa test-browser env lint bench clean package-results
 
 env: $(STAMP)
 
@@ -53,6 +53,14 @@ test: $(STAMP) $(VENV)/.nvrtc
 	RBDLIB_SMOKE=1 $(BIN)/python -m pytest tests notebooks rbdlib --doctest-modules --nbval-lax --nbval-current-env \
 	  --ignore=tests/browser -p no:cacheprovider $(PYTEST_ARGS)
 
+# The kernel and optimizer tests again with torch, oneDNN and Numba held to older instruction sets (as on a CPU
+# without AVX-512, or without AVX2): rbdlib's bits must not depend on the CPU, and no test may assume that two
+# of torch's code paths round alike.
+ISA_TESTS = tests/test_philox.py tests/test_bases.py tests/test_cuda_source.py tests/test_optim.py tests/test_stale_fpd.py
+test-isa: $(STAMP)
+	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 NUMBA_CPU_NAME=generic RBDLIB_SMOKE=1 \
+	  $(BIN)/python -m pytest $(ISA_TESTS) -q -p no:cacheprovider $(PYTEST_ARGS)
+
 # Debian's chromium (apt, as root; no browser download) driven by Playwright from PyPI; JupyterLab on a free
 # local port. Screenshots of failing notebooks land in build/browser/.
 test-browser: $(STAMP)
@@ -67,7 +75,7 @@ package-results: $(STAMP)
 	$(BIN)/python -m rbdlib.results refresh
 
 lint: $(STAMP)
-	$(BIN)/ruff check rbdlib tests
+	$(BIN)/ruff check rbdlib tests tools
 
 bench: $(STAMP)
 	$(BIN)/python -m rbdlib.bench bases

@@ -5,9 +5,10 @@
     python -m rbdlib.bench bases --quick    # smaller sizes, for a first look
     python -m rbdlib.bench step             # one training step on the paper's FC network: SGD vs RBD
     python -m rbdlib.bench busy             # an RBD step while another process keeps a core busy
+    python -m rbdlib.bench order            # an RBD step with torch imported first and with rbdlib first
     python -m rbdlib.bench limit            # the machine's limit for the kernels, and the fraction reached
     python -m rbdlib.bench start            # a new process to its first RBD step, empty and warm compile cache
-    python -m rbdlib.bench --gpu            # on a CUDA machine: CPU/GPU agreement and GPU timings
+    python -m rbdlib.bench gpu              # on a CUDA machine: CPU/GPU agreement and GPU timings (or --gpu)
 
 Throughput counts basis entries (dim x size) per second of one project + expand pair.
 The baseline is what a straightforward PyTorch implementation does: ``P = torch.randn(dim, size)``
@@ -103,50 +104,79 @@ def bases_table(cases, repeats: int, rounds: int = 1) -> str:
     return "\n".join(HEADER + [row for size, dim in cases for row in bases_rows(size, dim, repeats, rounds)])
 
 
-_GPU = r"""
-import time, numpy as np, torch, rbdlib
-from rbdlib import philox as ref
-assert rbdlib.gpu_available(), "CuPy cannot see a GPU"
-dev = torch.device("cuda")
-print("device:", torch.cuda.get_device_name(0))
-ctr = np.random.default_rng(0).integers(0, 2**32, (100000, 4), dtype=np.uint64).astype(np.uint32)
-key = np.array([0xA4093822, 0x299F31D0], np.uint32)
-gpu_words = rbdlib.philox4x32(torch.from_numpy(ctr.astype(np.int64)).to(dev), key).cpu().numpy().astype(np.uint32)
-print("raw words bit-identical to the CPU reference:", np.array_equal(gpu_words, ref.philox4x32(ctr, key)))
-for dist in ("normal", "uniform", "rademacher"):
-    b = rbdlib.RandomBases(2**40 + 7, 3, 1, 16, 10007, dist)
-    cpu_rows, gpu_rows = b.materialize(), b.materialize(device=dev).cpu()
-    g = torch.randn(10007)
-    c_cpu, c_gpu = b.project(g), b.project(g.to(dev)).cpu()
-    e_cpu, e_gpu = b.expand(c_cpu), b.expand(c_cpu.to(dev)).cpu()
-    rel = lambda a, b: float((a - b).norm() / b.norm())
-    diff = float((cpu_rows - gpu_rows).abs().max())
-    print(f"{dist:10s} rows identical={torch.equal(cpu_rows, gpu_rows)} max|diff|={diff:.2e}"
-          f" project rel={rel(c_gpu, c_cpu):.2e} expand rel={rel(e_gpu, e_cpu):.2e}")
-for size, dim in ((101770, 250), (1000000, 1000), (10000000, 1000)):
-    g = torch.randn(size, device=dev)
-    for dist in ("torch.randn", "normal", "uniform", "rademacher"):
-        def once(t):
-            if dist == "torch.randn":
-                P = torch.randn(dim, size, device=dev)
-                return P.T @ (P @ g)
-            b = rbdlib.RandomBases(0, t, 0, dim, size, dist)
-            return b.expand(b.project(g))
-        try:
-            once(0); torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            for t in range(5):
-                once(t)
-            torch.cuda.synchronize()
-            sec = (time.perf_counter() - start) / 5
-            peak = torch.cuda.max_memory_allocated() / 2**20
-            print(f"size={size:>10,} dim={dim:>5} {dist:11s} {sec*1e3:9.2f} ms  {size*dim/sec:.3g} entries/s"
-                  f"  peak {peak:.0f} MiB")
-        except torch.OutOfMemoryError:
-            print(f"size={size:>10,} dim={dim:>5} {dist:11s} out of memory")
-        torch.cuda.empty_cache()
-"""
+def _gpu_agreement(dev) -> list[str]:
+    """The GPU kernels against the CPU: raw words, rows (uniform and +-1 bit-identical), project, expand."""
+    import numpy as np
+    import torch
+
+    import rbdlib
+    from rbdlib import philox as ref
+
+    problems = []
+    counters = np.random.default_rng(0).integers(0, 2**32, (100_000, 4), dtype=np.uint64).astype(np.uint32)
+    key = np.array([0xA4093822, 0x299F31D0], np.uint32)
+    words = rbdlib.philox4x32(torch.from_numpy(counters.astype(np.int64)).to(dev), key).cpu().numpy()
+    if not np.array_equal(words.astype(np.uint32), ref.philox4x32(counters, key)):
+        problems.append("raw Philox words differ from the CPU reference")
+    for dist in ("normal", "uniform", "rademacher"):
+        b = rbdlib.RandomBases(2**40 + 7, 3, 1, 16, 10_007, dist)
+        rows_cpu, rows_gpu = b.materialize(), b.materialize(device=dev).cpu()
+        g = torch.randn(10_007)
+        c_cpu = b.project(g)
+        c_gpu, e_gpu = b.project(g.to(dev)).cpu(), b.expand(c_cpu.to(dev)).cpu()
+        e_cpu = b.expand(c_cpu)
+        rel_c, rel_e = float((c_gpu - c_cpu).norm() / c_cpu.norm()), float((e_gpu - e_cpu).norm() / e_cpu.norm())
+        same = torch.equal(rows_cpu, rows_gpu)
+        print(f"{dist:10s} rows identical={same} max|diff|={float((rows_cpu - rows_gpu).abs().max()):.2e} "
+              f"project rel={rel_c:.2e} expand rel={rel_e:.2e}")
+        if (dist != "normal" and not same) or max(rel_c, rel_e) > 1e-5:
+            problems.append(f"{dist}: GPU and CPU disagree")
+    return problems
+
+
+def gpu_table(repeats: int = 5) -> None:
+    """On a CUDA machine: the GPU kernels against the CPU, then project + expand against ``torch.randn`` +
+    two matvecs at the paper's size (D = 101,770, d = 250), at D = 1e6 and at D = 1e7 (d = 1,000): time,
+    basis entries per second and peak GPU memory. Exits non-zero if the GPU and the CPU disagree."""
+    import time
+
+    import torch
+
+    import rbdlib
+
+    if not rbdlib.gpu_available():
+        sys.exit("rbdlib.gpu_available() is False: CuPy cannot use a CUDA GPU here")
+    dev = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    problems = _gpu_agreement(dev)
+
+    def once(method, g, dim, t):
+        if method == "torch.randn":
+            P = torch.randn(dim, g.numel(), device=dev)
+            return P.T @ (P @ g)
+        b = rbdlib.RandomBases(0, t, 0, dim, g.numel(), method)
+        return b.expand(b.project(g))
+
+    print("| size | dim | method | ms per project + expand | entries/s | peak MiB |\n|---:|---:|---|---:|---:|---:|")
+    for size, dim in ((101_770, 250), (1_000_000, 1_000), (10_000_000, 1_000)):
+        g = torch.randn(size, device=dev)
+        for method in ("torch.randn", "normal", "uniform", "rademacher"):
+            try:
+                once(method, g, dim, 0)
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                start = time.perf_counter()
+                for t in range(repeats):
+                    once(method, g, dim, t)
+                torch.cuda.synchronize()
+                sec = (time.perf_counter() - start) / repeats
+                print(f"| {size:,} | {dim:,} | {method} | {sec * 1e3:.2f} | {size * dim / sec:.3g} | "
+                      f"{torch.cuda.max_memory_allocated() / 2**20:.0f} |")
+            except torch.OutOfMemoryError:
+                print(f"| {size:,} | {dim:,} | {method} | out of memory | | |")
+            torch.cuda.empty_cache()
+    if problems:
+        sys.exit("GPU check failed: " + "; ".join(problems))
 
 
 def step_table(repeats: int) -> str:
@@ -208,6 +238,50 @@ def busy_table(repeats: int) -> str:
         ratio = statistics.median(b / i for b, i in zip(busy, idle))
         rows.append(f"| RBD {dist} d=250 | {statistics.median(idle):.1f} | {statistics.median(busy):.1f} | "
                     f"{ratio:.2f}x |")
+    return "\n".join(rows)
+
+
+def _print_step_ms(distribution: str, repeats: int) -> None:
+    """Print the median ms of an RBD step on the FC network (run by order_table in a fresh process)."""
+    from . import RBD, models
+
+    model = models.fc(seed=0)
+    print(_step_ms(RBD(model.parameters(), lr=0.5, dim=250, distribution=distribution), model, repeats))
+
+
+def order_table(repeats: int, rounds: int = 3) -> str:
+    """An RBD step in a fresh process that imports torch first, and one that imports rbdlib first, idle and
+    beside one busy process, in interleaved rounds; a third column runs the kernels on their own thread
+    pool instead of torch's OpenMP team (RBDLIB_OPENMP=0), the way they ran before, with torch first."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "RBDLIB_OPENMP")}
+    cases = {"torch first": ("import torch, rbdlib", env), "rbdlib first": ("import rbdlib, torch", env),
+             "torch first, own pool": ("import torch, rbdlib", dict(env, RBDLIB_OPENMP="0"))}
+
+    def step_ms(imports, env, dist) -> float:
+        code = f"{imports}; from rbdlib.bench import _print_step_ms; _print_step_ms({dist!r}, {repeats})"
+        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+        return float(out.stdout.split()[-1])
+
+    rows = ["| machine | bases | " + " | ".join(f"{c} (ms)" for c in cases) + " | torch first / rbdlib first |",
+            "|---|---|" + "---:|" * (len(cases) + 1)]
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            for dist in ("rademacher", "normal"):
+                times = {c: [] for c in cases}
+                for _ in range(rounds):
+                    for c, (imports, case_env) in cases.items():
+                        times[c].append(step_ms(imports, case_env, dist))
+                med = {c: statistics.median(t) for c, t in times.items()}
+                ratio = statistics.median(a / b for a, b in zip(times["torch first"], times["rbdlib first"]))
+                rows.append(f"| {'one busy process' if busy else 'idle'} | {dist} | "
+                            + " | ".join(f"{m:.1f}" for m in med.values()) + f" | {ratio:.2f} |")
+        finally:
+            if spinner:
+                spinner.kill()
+                spinner.wait()
     return "\n".join(rows)
 
 
@@ -371,14 +445,15 @@ def _context() -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbdlib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "bases", "step", "busy", "limit", "start"])
+    parser.add_argument("what", nargs="?", default="all",
+                        choices=["all", "bases", "step", "busy", "limit", "start", "order", "gpu"])
     parser.add_argument("--quick", action="store_true", help="small sizes only")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per process")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of fresh processes (bases)")
     parser.add_argument("--gpu", action="store_true", help="check and time the CUDA kernels instead")
     args = parser.parse_args(argv)
-    if args.gpu:
-        exec(compile(_GPU, "rbdlib-bench-gpu", "exec"), {})
+    if args.gpu or args.what == "gpu":
+        gpu_table(args.repeats)
         return
     import torch
 
@@ -404,6 +479,7 @@ def main(argv=None) -> None:
         print(f"\nload average at the end: {_context().rsplit('load average ', 1)[1]}")
         return
     tables = {"busy": lambda: busy_table(args.repeats), "limit": lambda: limit_table(repeats=args.repeats),
+              "order": lambda: order_table(max(args.repeats, 20), args.rounds),
               "start": start_table}
     if args.what in tables:
         print(f"{_context()}\n{tables[args.what]()}")
