@@ -45,8 +45,8 @@ from pathlib import Path
 
 import torch
 
+from . import _files, models, results
 from . import data as datasets
-from . import models, results
 from .optim import FPD, NES, RBD
 from .train import evaluate, train
 
@@ -168,11 +168,13 @@ def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: d
     return RBD(params, lr=lr, dim=dim, **kwargs)
 
 
-def _atomic_write(path: Path, text: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
+JSON_LIMIT = 256 * 2**20  # run.json and results.json: records of many runs take a few MB
+OUTPUTS = ("results.json", "results.csv", "table.md", "command.txt", "accuracy.png")  # what write_results writes
+
+
+def _read_json(path: Path):
+    """A JSON file of a results folder, read safely (no link, no special file, bounded); None if absent."""
+    return json.loads(_files.read(path, JSON_LIMIT)) if _files.exists(path) else None
 
 
 def _smoke(ds: datasets.Dataset) -> datasets.Dataset:
@@ -195,11 +197,13 @@ def run_dir(out: Path, spec: str, seed: int) -> Path:
 CHECKPOINT_KEYS = {"format", "method", "seed", "epochs", "model", "optimizer", "records"}
 
 
-def load_checkpoint(path: Path, spec: str, seed: int) -> dict:
+def load_checkpoint(path: Path, spec: str, seed: int, limit: int = 2**31) -> dict:
     """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data only: loading runs no code),
-    and checked to be the checkpoint of this (method, seed) before anything is restored from it."""
+    and checked to be the checkpoint of this (method, seed) before anything is restored from it. The file is
+    read safely (no link, no special file) and only if it holds at most ``limit`` bytes."""
+    data = _files.read(path, limit)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a crafted or damaged file: say which and why, restore nothing
         raise ValueError(f"cannot load checkpoint {path} safely ({type(error).__name__}: {error}); "
                          "delete it to start that run again") from None
@@ -246,8 +250,8 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         from .distributed.protocol import agree
 
         status = folder / "run.json"  # every rank must resume (or start) alike, before any other collective
-        agree([json.loads(status.read_text()).get("status") if status.exists() else None,
-               (folder / "checkpoint.pt").exists()], f"resume state of {folder} (it must be on a disk all ranks see)")
+        agree([(_read_json(status) or {}).get("status"), _files.exists(folder / "checkpoint.pt")],
+              f"resume state of {folder} (it must be on a disk all ranks see)")
         opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True, model=model)
         rank = opt.rank
     augment = augmentation(args.augment, config["dataset"])
@@ -256,14 +260,14 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
     result = dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
                   epochs=args.epochs, status="unfinished", records=[], test_acc=None)
     ckpt, status = folder / "checkpoint.pt", folder / "run.json"
-    saved = json.loads(status.read_text()) if status.exists() else None
+    saved = _read_json(status)
     if saved and saved["status"] != "unfinished":
         if saved["epochs"] != args.epochs:
             raise ValueError(f"{folder} holds a {saved['status']} run of {saved['epochs']} epochs, not "
                              f"{args.epochs}; choose another --out or delete that folder")
         return saved
-    if ckpt.exists():
-        state = load_checkpoint(ckpt, spec, seed)
+    if _files.exists(ckpt):  # bounded by what the model and its optimizer can hold, with room for the records
+        state = load_checkpoint(ckpt, spec, seed, limit=64 * 2**20 + 16 * 4 * models.count_parameters(model))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         result["records"] = state["records"]
@@ -274,13 +278,13 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
     def save(final: bool) -> None:
         if rank != 0:
             return
-        folder.mkdir(parents=True, exist_ok=True)
+        _files.make_folder(folder, root=folder.parents[1])  # out/_runs/<run>: no link on the way
         if not final:
             buffer = io.BytesIO()
             torch.save({"format": "rbdlib-run-1", "method": spec, "seed": seed, "epochs": records[-1]["epoch"],
                         "model": model.state_dict(), "optimizer": opt.state_dict(), "records": records}, buffer)
-            _atomic_write(ckpt, buffer.getvalue())
-        _atomic_write(status, json.dumps(result, indent=1))
+            _files.write(ckpt, buffer.getvalue())
+        _files.write(status, json.dumps(result, indent=1))
         if final:
             ckpt.unlink(missing_ok=True)
 
@@ -314,9 +318,10 @@ def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
     the paper's table (``METHODS``), then each method's variants in the order they first came into the folder
     (its ``results.json``, then this command's), then seed; so a table that several commands share (more seeds,
     other methods) reads the same whichever of them wrote it last."""
-    runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*/run.json"))]
-    saved = out / "results.json"
-    known = [r["method"] for r in json.loads(saved.read_text())["runs"]] if saved.exists() else []
+    if _files.exists(out / "_runs"):
+        _files.make_folder(out / "_runs", root=out)  # refuses a _runs that is a link
+    runs = [_read_json(p) for p in sorted((out / "_runs").glob("*/run.json"))]
+    known = [r["method"] for r in (_read_json(out / "results.json") or {"runs": []})["runs"]]
     specs = dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs])
     first = {spec: i for i, spec in enumerate(specs)}
     return sorted(runs, key=lambda r: (METHODS.index(r["method"].partition(":")[0]), first[r["method"]], r["seed"]))
@@ -367,17 +372,16 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write(path, buffer.getvalue())
+    _files.write(path, buffer.getvalue())
 
 
 def write_results(out: Path, name: str, runs: list[dict], config: dict, command: str) -> None:
     """results.json, results.csv, table.md, accuracy.png and command.txt for ``runs``; the commands of every
     earlier write into ``out`` are kept, since its runs may come from several commands."""
-    out.mkdir(parents=True, exist_ok=True)
-    before = out / "results.json"
-    commands = json.loads(before.read_text()).get("commands", []) if before.exists() else []
+    _files.make_folder(out)
+    commands = (_read_json(out / "results.json") or {}).get("commands", [])
     commands = list(dict.fromkeys(commands + [command]))
-    _atomic_write(out / "results.json", json.dumps({"commands": commands, "runs": runs}, indent=1))
+    _files.write(out / "results.json", json.dumps({"commands": commands, "runs": runs}, indent=1))
     text = io.StringIO()
     columns = ["config", "method", "seed", "epoch", "step", "train_loss", "val_loss", "val_acc", "seconds",
                "cpu_seconds"]
@@ -387,10 +391,10 @@ def write_results(out: Path, name: str, runs: list[dict], config: dict, command:
         for rec in r["records"]:
             writer.writerow({"config": r["config"], "method": r["method"], "seed": r["seed"],
                              **{k: rec.get(k) for k in columns[3:]}})
-    _atomic_write(out / "results.csv", text.getvalue())
+    _files.write(out / "results.csv", text.getvalue())
     listed = "\n".join(f"    {c}" for c in commands)
-    _atomic_write(out / "table.md", f"Commands:\n\n{listed}\n\n" + summary_table(name, runs, config))
-    _atomic_write(out / "command.txt", "\n".join(commands) + "\n")
+    _files.write(out / "table.md", f"Commands:\n\n{listed}\n\n" + summary_table(name, runs, config))
+    _files.write(out / "command.txt", "\n".join(commands) + "\n")
     plot(runs, out / "accuracy.png", name)
 
 
@@ -484,6 +488,12 @@ def main(argv=None) -> dict:
     tasks = [(spec, seed) for spec in args.methods for seed in dict.fromkeys(args.seeds)]
     started = time.time()
     writer = int(os.environ.get("RANK", "0")) == 0
+    if writer:  # before any training: an output folder or file that is a link or not what it should be
+        _files.make_folder(out)
+        for name in OUTPUTS:
+            _files.check_replaceable(out / name)
+        if _files.exists(out / "_runs"):
+            _files.make_folder(out / "_runs", root=out)
 
     def report() -> list[dict]:
         runs = collect(out, tasks)
@@ -496,7 +506,7 @@ def main(argv=None) -> dict:
         if not runs:
             raise FileNotFoundError(f"--report: no runs under {out / '_runs'}")
         write_results(out, args.config, runs, config, command)
-        print((out / "table.md").read_text())
+        print(_files.read(out / "table.md", JSON_LIMIT).decode())
         return {"out": str(out), "runs": runs}
     if args.jobs:
         _in_parallel(args.config, tasks, config, args, out, report)
@@ -510,7 +520,7 @@ def main(argv=None) -> dict:
     if not writer:
         return {"out": str(out), "runs": runs}
     print(f"wrote {out}/table.md, results.json, results.csv, accuracy.png in {time.time() - started:.0f} s")
-    print((out / "table.md").read_text())
+    print(_files.read(out / "table.md", JSON_LIMIT).decode())
     return {"out": str(out), "runs": runs}
 
 

@@ -22,12 +22,13 @@ invents a point: curves contain exactly the recorded epochs.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+
+from . import _files
 
 __all__ = ["names", "load", "runs", "curve", "curves", "final", "summarize", "summary", "at_common_epoch", "refresh"]
 
@@ -157,12 +158,12 @@ def refresh(results_dir: str | Path = "results", package_dir: str | Path | None 
                if only is None or p.parent.name in only}
     if not results_dir.is_dir():
         raise FileNotFoundError(f"no folder {results_dir.resolve()}; run this from the repository root")
-    target.mkdir(parents=True, exist_ok=True)
+    _files.make_folder(target)
     for old in target.glob("*.json"):
         if old.stem not in sources:
             old.unlink()
-    for name, path in sources.items():
-        shutil.copyfile(path, target / f"{name}.json")
+    for name, path in sources.items():  # read and written safely: a results folder may hold planted links
+        _files.write(target / f"{name}.json", _files.read(path, 256 * 2**20))
     return list(sources)
 
 
