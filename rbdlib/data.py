@@ -19,6 +19,7 @@ images recompressed. Downloads are verified against hard-coded SHA-256 digests b
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -274,30 +275,45 @@ def _quiet(progress: bool | None) -> bool | None:
 # Parsing
 
 
-def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
+IDX_MAX_BYTES = 70_000 * 28 * 28  # the largest file of the MNIST family: 70,000 images of 28 x 28 bytes
+CIFAR_BATCH_BYTES = 10_000 * 3073  # one CIFAR-10 batch: 10,000 records of 1 label + 3,072 pixel bytes
+
+
+def read_idx(path: str | os.PathLike, magic: int, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
     """Read an IDX file of unsigned bytes (``.gz`` or plain), checking its magic number and size.
 
-    Magic numbers: 2049 (``0x801``) for label files, 2051 (``0x803``) for image files.
+    Magic numbers: 2049 (``0x801``) for label files, 2051 (``0x803``) for image files. The header is read
+    first and a shape of more than ``max_bytes`` is refused before any memory is spent on it; then exactly
+    the bytes the header declares are read (a compressed file is never inflated past them).
     """
     path = Path(path)
+    ndim = magic & 0xFF
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4 + 4 * ndim)
+            got = struct.unpack(">I", head[:4])[0] if len(head) >= 4 else None
+            if got != magic:
+                raise DatasetFormatError(f"{path}: magic number {got}, expected {magic}; is this the right file?")
+            if len(head) < 4 + 4 * ndim:
+                raise DatasetFormatError(f"{path}: {len(head)} bytes cannot hold the IDX header of {ndim} "
+                                         f"dimension(s) ({4 + 4 * ndim} bytes); the file is truncated, delete it "
+                                         "and retry.")
+            dims = struct.unpack(f">{ndim}I", head[4:])
+            size = int(np.prod(dims, dtype=np.int64))
+            if size > max_bytes:
+                raise DatasetFormatError(f"{path}: its header declares shape {dims} ({size:,} bytes), more than "
+                                         f"the {max_bytes:,} of the largest file of this kind; not a dataset file.")
+            raw = f.read(size + 1)
     except (OSError, EOFError) as error:  # BadGzipFile is an OSError; truncated gzip raises EOFError
         raise DatasetFormatError(f"{path} is not a readable IDX file ({error}); delete it, retry.") from error
-    got = struct.unpack(">I", raw[:4])[0] if len(raw) >= 4 else None
-    if got != magic:
-        raise DatasetFormatError(f"{path}: magic number {got}, expected {magic}; is this the right file?")
-    ndim = magic & 0xFF
-    if len(raw) < 4 + 4 * ndim:
-        raise DatasetFormatError(f"{path}: {len(raw)} bytes cannot hold the IDX header of {ndim} dimension(s) "
-                                 f"({4 + 4 * ndim} bytes); the file is truncated, delete it and retry.")
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    expected = 4 + 4 * ndim + int(np.prod(dims))
-    if len(raw) != expected:
-        raise DatasetFormatError(f"{path}: {len(raw)} bytes, expected {expected} for shape {dims}.")
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    total = 4 + 4 * ndim + size
+    if len(raw) > size:
+        raise DatasetFormatError(f"{path}: more bytes than the {total} its header declares for shape {dims}.")
+    if len(raw) < size:
+        raise DatasetFormatError(f"{path}: {4 + 4 * ndim + len(raw)} bytes, fewer than the {total} its header "
+                                 f"declares for shape {dims}; the file is truncated, delete it and retry.")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
 def _find_idx(folder: Path) -> dict[str, Path] | None:
@@ -319,6 +335,9 @@ def _load_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_cifar_binary(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR-10 binary batch: records of 1 label byte + 3072 pixel bytes (R, G, B planes)."""
+    size = os.path.getsize(path)
+    if size > CIFAR_BATCH_BYTES:
+        raise DatasetFormatError(f"{path}: {size:,} bytes, more than a CIFAR-10 batch ({CIFAR_BATCH_BYTES:,}).")
     raw = np.fromfile(path, np.uint8)
     if raw.size == 0 or raw.size % 3073:
         raise DatasetFormatError(f"{path}: {raw.size} bytes is not a whole number of 3073-byte records.")
@@ -346,17 +365,27 @@ def _extract_cifar(archive: Path) -> Path:
             for member in tar:
                 if member.name not in _CIFAR_MEMBERS or not member.isfile():
                     continue  # never follow unexpected names, links or absolute paths
+                if member.size > CIFAR_BATCH_BYTES:  # declared size; the copy below stops there too
+                    raise DatasetFormatError(f"{archive}: member {member.name} declares {member.size:,} bytes, "
+                                             f"more than a CIFAR-10 batch ({CIFAR_BATCH_BYTES:,}).")
                 source = tar.extractfile(member)
                 fd, tmp = tempfile.mkstemp(dir=target, prefix=".extract.", suffix=".part")
                 try:
                     with os.fdopen(fd, "wb") as out, source:
-                        while chunk := source.read(1 << 20):
+                        left = CIFAR_BATCH_BYTES + 1
+                        while left > 0 and (chunk := source.read(min(1 << 20, left))):
                             out.write(chunk)
+                            left -= len(chunk)
                     os.replace(tmp, target / Path(member.name).name)
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except OSError as error:
+        if error.errno == errno.ENOSPC:  # the disk, not the archive
+            raise OSError(errno.ENOSPC, f"no space left on the device to extract {archive} into {target}; free "
+                                        "some space and retry") from None
+        raise DatasetFormatError(f"{archive} is not a readable CIFAR-10 archive ({error}).") from error
+    except (tarfile.TarError, EOFError) as error:
         raise DatasetFormatError(f"{archive} is not a readable CIFAR-10 archive ({error}).") from error
     missing = [f for f in _CIFAR_FILES if not (target / f).is_file()]
     if missing:

@@ -389,3 +389,42 @@ def test_a_killed_download_leaves_no_part_file_and_stale_ones_are_removed(isolat
     with pytest.raises(KeyboardInterrupt):
         load_dataset("mnist", progress=False)
     assert sorted(p.name for p in cache.iterdir()) == [fresh.name]  # the stale one went, no new one stayed
+
+
+# ------------------------------------------------------------------------------------------------
+# Bombs: a small file must not make the reader spend memory the format says it cannot need
+
+
+def test_idx_gzip_bomb_is_refused_from_its_header_before_inflating(tmp_path):
+    """A header declaring 342,000 images (0.26 MB compressed) is refused before any pixel is read."""
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 342_000, 28, 28)
+    with gzip.open(path, "wb") as f:
+        f.write(header + bytes(342_000 * 784))
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(DatasetFormatError, match=r"declares shape \(342000, 28, 28\).*more than the 54,880,000"):
+        data.read_idx(path, 2051)
+
+
+def test_idx_whose_data_outgrows_its_header_stops_reading_at_the_declared_size(tmp_path, monkeypatch):
+    """A header of 20 images over 342,000 images of data: one byte past the 20 is read, then the error."""
+    path = tmp_path / "long-idx3-ubyte.gz"
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">3I", 20, 28, 28)
+    with gzip.open(path, "wb") as f:
+        f.write(header + bytes(342_000 * 784))
+    asked = []
+    read = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, "read", lambda self, n=-1: asked.append(n) or read(self, n))
+    with pytest.raises(DatasetFormatError, match="more bytes than the 15696 its header declares"):
+        data.read_idx(path, 2051)
+    assert -1 not in asked and max(asked) == 20 * 784 + 1
+
+
+def test_cifar_member_larger_than_a_batch_is_refused_before_extracting(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    big = {"cifar-10-batches-bin/data_batch_1.bin": bytes(data.CIFAR_BATCH_BYTES + 3073)}
+    write_cifar_archive(folder / "cifar-10-binary.tar.gz", extra_members=big)
+    with pytest.raises(DatasetFormatError, match="data_batch_1.bin declares 30,733,073 bytes, more than a CIFAR-10"):
+        data._extract_cifar(folder / "cifar-10-binary.tar.gz")
+    assert not [p for p in (folder / "cifar-10-batches-bin").iterdir() if p.name.startswith("data_batch_1")]
