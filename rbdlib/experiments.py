@@ -299,6 +299,12 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         records.append(rec)
         if history.config.get("diverged"):
             result["status"] = "diverged"
+            print(f"  {name} {spec} seed={seed} diverged in epoch {epoch + 1} (non-finite loss or gradient)",
+                  flush=True)
+            if args.stop_on_divergence:
+                save(final=True)
+                raise FloatingPointError(f"{spec} seed {seed} diverged in epoch {epoch + 1}; recorded in "
+                                         f"{status} (--stop-on-divergence)")
             break
         save(final=False)
         if on_epoch is not None:
@@ -420,6 +426,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the paper's training augmentation (default), its pad-and-crop alone, or none")
     p.add_argument("--no-augment", dest="augment", action="store_const", const="none", help="--augment none")
     p.add_argument("--test", action="store_true", help="also report test accuracy at the end")
+    p.add_argument("--stop-on-divergence", action="store_true",
+                   help="stop the command when a run diverges (default: record it as diverged and go on)")
     p.add_argument("--progress", action="store_true", default=None)
     p.add_argument("--jobs", type=_positive, default=None,
                    help="train the (method, seed) runs in this many worker processes, one thread each, at --nice "

@@ -201,7 +201,8 @@ def train(
         eval_at_start: evaluate before the first step too (default), so every history starts from a
             measured record of the initial weights (epoch 0, ``train_loss`` None).
 
-    Training stops early if the training loss becomes NaN or infinite (``config["diverged"]`` is True).
+    Training stops early if the training loss becomes NaN or infinite, or the optimizer refuses a step for
+    a non-finite gradient (``FloatingPointError``, as RBD and NES do): ``config["diverged"]`` is then True.
 
     >>> from rbdlib.data import load_dataset, augment_mnist
     >>> ds = load_dataset("digits")
@@ -265,7 +266,11 @@ def train(
             record()
         while stream.epoch < epochs and (max_steps is None or step < max_steps):
             epoch_before = stream.seen // stream.per_epoch
-            loss = step_once(model, optimizer, stream)
+            try:
+                loss = step_once(model, optimizer, stream)
+            except FloatingPointError:  # the optimizer refused a non-finite gradient or loss (RBD, NES), unchanged
+                history.config["diverged"] = True
+                break
             step += 1
             losses.append(loss)
             bar.update(1)

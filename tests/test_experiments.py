@@ -261,3 +261,14 @@ def test_augmentation_ablations_change_only_what_they_name():
     assert torch.isin(kept, x).all() and (crop == 0).any()
     assert not torch.isin(paper[paper.abs() > 0.5], x).all()  # the paper's adds a brightness shift per image
     assert experiments.augmentation("paper", "cifar10") is experiments.datasets.augment_cifar
+
+
+def test_a_diverging_run_is_recorded_and_the_next_one_runs(tmp_path):
+    """rbd at lr 1e30: its gradient turns non-finite, RBD refuses the step, the run is recorded as diverged
+    (status and epoch in run.json and the table) and sgd still runs; --stop-on-divergence stops instead."""
+    runs = _run(tmp_path, "div", "--methods", "rbd:lr=1e30", "sgd", "--epochs", "2")["runs"]
+    status = {r["method"]: (r["status"], r["records"][-1]["epoch"]) for r in runs}
+    assert status == {"rbd:lr=1e30": ("diverged", 1), "sgd": ("complete", 2)}
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1.*--stop-on-divergence"):
+        _run(tmp_path, "stop", "--methods", "rbd:lr=1e30", "sgd", "--epochs", "2", "--stop-on-divergence")
+    assert not list((tmp_path / "stop" / "_runs").glob("sgd*"))
