@@ -448,12 +448,17 @@ def _load(config: dict, args) -> datasets.Dataset:
 
 
 def _job_init(nice: int) -> None:
-    """A --jobs worker: low priority and one thread, so parallel runs do not fight over the cores."""
-    from . import set_threads
+    """A --jobs worker: low priority and one thread, so parallel runs do not fight over the cores; on Linux it
+    ends with its parent (a killed command leaves no worker writing into --out)."""
+    if sys.platform == "linux":
+        import ctypes
+        import signal
 
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before that took effect
+            os._exit(1)
     os.nice(nice)
-    torch.set_num_threads(1)
-    set_threads(1)
+    torch.set_num_threads(1)  # the kernels follow torch's thread count
 
 
 def _job(name: str, spec: str, seed: int, config: dict, args, folder: Path) -> dict:

@@ -272,3 +272,39 @@ def test_a_diverging_run_is_recorded_and_the_next_one_runs(tmp_path):
     with pytest.raises(FloatingPointError, match="diverged in epoch 1.*--stop-on-divergence"):
         _run(tmp_path, "stop", "--methods", "rbd:lr=1e30", "sgd", "--epochs", "2", "--stop-on-divergence")
     assert not list((tmp_path / "stop" / "_runs").glob("sgd*"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_jobs_workers_end_with_their_parent(tmp_path):
+    """SIGKILL the --jobs parent mid-run: its workers stop too, instead of training on into --out."""
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-m", "rbdlib.experiments", "fc-fmnist", "--methods", "sgd",
+                               "--seeds", "0", "1", "--jobs", "2", "--epochs", "3", "--out", str(tmp_path / "j")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        found = []
+        for stat in __import__("glob").glob("/proc/[0-9]*/stat"):
+            try:
+                fields = open(stat).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid:
+                found.append(int(stat.split("/")[2]))
+        return found
+
+    deadline = time.time() + 120
+    while len(children()) < 3 and time.time() < deadline:  # the pool's 2 workers and its resource tracker
+        time.sleep(0.5)
+    workers = children()
+    assert len(workers) >= 2, "the workers did not start"
+    time.sleep(3)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    alive = lambda: [w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0]]  # noqa: E501, E731
+    while alive() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not alive(), "workers kept running after their parent was killed"
