@@ -7,6 +7,8 @@ One RBD step, for every compartment k with gradient g_k and random basis P_k (di
 
 with P_k's entries scaled by 1/sqrt(D), D the number of parameters of the whole optimizer, as in
 the reference implementation; so E[P P^T] = (dim/D) I and the expected step is -lr (dim/D) g.
+The classes here are thin: the arithmetic of a step (and its update rules: momentum, Nesterov, weight
+decay) is the functional core :mod:`rbdlib.step`, which replay and distributed training call too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from . import compartments as comps
 from . import philox as ref
+from . import step as core
 from .bases import RandomBases, check_distribution, check_index
 
 
@@ -31,6 +34,21 @@ def _check_flag(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value
+
+
+def _check_momentum(momentum, nesterov) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be a number in [0, 1) (0: plain RBD; 0.9 is usual), got {momentum!r}")
+    if _check_flag("nesterov", nesterov) and momentum == 0:
+        raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
+    return float(momentum)
+
+
+def _check_weight_decay(weight_decay) -> float:
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real)
+            or not 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay must be a non-negative finite number (0: none), got {weight_decay!r}")
+    return float(weight_decay)
 
 
 def _check_scale(scale) -> float | None:
@@ -75,17 +93,30 @@ def _check_groups(optimizer: torch.optim.Optimizer) -> None:
     _check_params(flat, type(optimizer).__name__)
 
 
-def _check_saved_groups(optimizer: torch.optim.Optimizer, state_dict, extra: str) -> dict:
-    """Validate the torch part of a saved optimizer state before anything is loaded; returns ``extra``'s entry."""
+def _check_saved_groups(optimizer: torch.optim.Optimizer, state_dict, extra: str, state_keys=()) -> dict:
+    """Validate the torch part of a saved optimizer state before anything is loaded; returns ``extra``'s entry.
+
+    ``state_keys`` names the per-parameter state the optimizer keeps (none: the saved 'state' must be empty);
+    each saved entry must then hold a subset of them, finite float32 tensors of its parameter's shape."""
     who = type(optimizer).__name__
     if not isinstance(state_dict, dict):
         raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
     if set(state_dict) != {"state", "param_groups", extra}:
         raise ValueError(f"this is not a state_dict saved by rbdlib.{who}: expected the keys "
                          f"['param_groups', 'state', {extra!r}], got {sorted(map(str, state_dict))}")
-    if not isinstance(state_dict["state"], dict) or state_dict["state"]:
+    if not isinstance(state_dict["state"], dict) or (state_dict["state"] and not state_keys):
         raise ValueError(f"rbdlib.{who} keeps no per-parameter state, but the saved 'state' holds "
-                         f"{type(state_dict['state']).__name__} {str(state_dict['state'])[:60]}")
+                         f"{type(state_dict['state']).__name__} {str(state_dict['state'])[:60]} (saved with "
+                         "momentum? build the optimizer with the same options)")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, entry in state_dict["state"].items():
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params):
+            raise ValueError(f"the saved 'state' is keyed by parameter index in [0, {len(params)}), got {i!r}")
+        if not isinstance(entry, dict) or not set(entry) <= set(state_keys) or not all(
+                isinstance(v, torch.Tensor) and v.dtype == torch.float32 and v.shape == params[i].shape
+                and bool(torch.isfinite(v).all()) for v in entry.values()):
+            raise ValueError(f"the saved state of parameter {i} must map some of {sorted(state_keys)} to finite "
+                             f"float32 tensors of shape {tuple(params[i].shape)}, got {str(entry)[:80]}")
     groups = state_dict["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups) or not all(
             isinstance(g, dict) and isinstance(g.get("params"), list) and len(g["params"]) == len(h["params"])
@@ -173,17 +204,6 @@ def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
     return [{"params": params}], None, None
 
 
-def _add(p: torch.Tensor, a: int, b: int, values: torch.Tensor, alpha: float) -> None:
-    """p.flatten()[a:b] += alpha * values, in place, for any strides (channels_last, transposed leaves):
-    a non-contiguous p is updated through a contiguous copy, element for element as a contiguous twin."""
-    if p.is_contiguous():
-        p.view(-1)[a:b].add_(values, alpha=alpha)
-    else:
-        flat = p.reshape(-1).clone()
-        flat[a:b].add_(values, alpha=alpha)
-        p.copy_(flat.view(p.shape))
-
-
 class RBD(torch.optim.Optimizer):
     """Random Bases Descent: SGD restricted to ``dim`` random directions per compartment per step.
 
@@ -200,6 +220,18 @@ class RBD(torch.optim.Optimizer):
         nonfinite: "raise" (default) stops before any parameter changes when a gradient holds NaN
             or inf; "skip" leaves the parameters and the step counter as they were.
         record: keep every step's coordinates for :func:`replay`.
+        momentum: mu in [0, 1): heavy-ball momentum in parameter space over the re-drawn steps,
+            b <- mu b + P c, theta <- theta - lr b (torch.optim.SGD's buffer, ``state[p]["momentum_buffer"]``:
+            4 bytes per parameter element). 0 (default) is plain RBD.
+        nesterov: with momentum, step by P c + mu b instead of b (torch.optim.SGD's ``nesterov=True``).
+        weight_decay: wd >= 0, coupled as in torch.optim.SGD: the projected gradient is g + wd theta.
+            Coupled rather than decoupled (AdamW's theta <- (1 - lr wd) theta) so that the decay, like
+            every other term of the loss, moves theta only inside the step's random subspace, the
+            coordinates carry it (replay and the ranks need nothing more) and it enters the momentum as
+            torch's does. No state.
+
+    The rules are written once, in :mod:`rbdlib.step`, which replay and distributed training call too.
+    Momentum state is saved by :meth:`state_dict` and rebuilt by :func:`replay` from the coordinates.
 
     After ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient
     (two O(D) dot products, nothing next to the bases) and ``last_coords`` the coordinates.
@@ -212,8 +244,11 @@ class RBD(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, dim: int, seed: int = 0, compartments="network", redraw=1,
                  distribution: str = "normal", split_dim: bool = False, scale: float | None = None,
-                 nonfinite: str = "raise", record: bool = False):
+                 nonfinite: str = "raise", record: bool = False, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
         _check_lr(lr)
+        self.momentum, self.nesterov = _check_momentum(momentum, nesterov), nesterov
+        self.weight_decay = _check_weight_decay(weight_decay)
         dim = check_index("dim", dim, ref.MAX_INDEX)
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
@@ -292,57 +327,39 @@ class RBD(torch.optim.Optimizer):
         """Coordinates per step in all compartments (what a worker sends in distributed RBD)."""
         return sum(self.dims)
 
-    def bases(self, k: int, worker: int = 0) -> RandomBases:
-        """The basis of compartment k at the current step (worker w uses directions w*dim_k ...)."""
-        step = 0 if self.redraw is None else self.steps // self.redraw
-        return RandomBases(self.seed, step, k, self.dims[k], comps.size(self.layout[k]), self.distribution,
-                           self.scale, offset=worker * self.dims[k])
+    def bases(self, k: int, worker: int = 0, workers: int = 1) -> RandomBases:
+        """The basis of compartment k at the current step (worker w uses directions w*dim_k ...;
+        ``workers`` > 1: the directions of that many workers from w on, in one basis)."""
+        return core.basis(self._plan(), self.steps, k, worker, workers)
 
-    # ------------------------------------------------------------------ the parts of a step
+    def _plan(self) -> dict:
+        return {"seed": self.seed, "redraw": self.redraw, "distribution": self.distribution, "scale": self.scale,
+                "dims": self.dims, "layout": self.layout}
+
+    # ------------------------------------------------------------------ the parts of a step (rbdlib.step)
     def gradient(self) -> list[torch.Tensor] | None:
-        """The flattened gradient of each compartment (zeros where .grad is None), after checks.
-
-        Returns None when a gradient is not finite and ``nonfinite="skip"``.
-        """
-        for p in self.params:
-            if p.grad is not None and (p.grad.is_sparse or p.grad.is_complex()):
-                raise TypeError("RBD does not support sparse or complex gradients")
-        grads = [p.grad.detach().reshape(-1) if p.grad is not None else None for p in self.params]
-        if not all(bool(torch.isfinite(g).all()) for g in grads if g is not None):
-            if self.nonfinite == "skip":
-                return None
-            raise FloatingPointError("a gradient holds NaN or inf; no parameter was changed "
-                                     '(use nonfinite="skip" to skip such steps)')
-        out = []
-        for compartment in self.layout:
-            parts = [grads[i][a:b] if grads[i] is not None else torch.zeros(b - a, device=self.params[i].device)
-                     for i, a, b in compartment]
-            out.append(torch.cat(parts) if len(parts) > 1 else parts[0].contiguous())
-        return out
+        """The flattened gradient of each compartment (zeros where .grad is None; plus ``weight_decay``
+        theta where it is not), after checks. Returns None when a gradient is not finite and
+        ``nonfinite="skip"``."""
+        return core.gradients(self.params, self.layout, self.weight_decay, self.nonfinite)
 
     def coordinates(self, grads: list[torch.Tensor], worker: int = 0) -> list[torch.Tensor]:
         """c_k = P_k^T g_k for every compartment."""
-        return [self.bases(k, worker).project(g) for k, g in enumerate(grads)]
+        return core.project(core.bases(self._plan(), self.steps, worker), grads)
 
     @torch.no_grad()
     def apply(self, coords: list[torch.Tensor], worker: int = 0, weight: float = 1.0,
-              frozen: list[int] = (), lr: float | None = None) -> list[torch.Tensor]:
-        """theta <- theta - weight * lr * P_k c_k for every compartment; returns the deltas P_k c_k.
+              frozen: list[int] = (), lr: float | None = None, workers: int = 1) -> list[torch.Tensor]:
+        """theta <- theta - weight * lr * s_k, s_k the update rule's step from P_k c_k (P_k c_k itself
+        without momentum), for every compartment; returns the steps s_k.
 
         ``lr`` is each parameter group's unless given. Parameters whose index is in ``frozen`` (those without
-        a gradient) are left as they are.
+        a gradient) are left as they are. ``workers`` > 1: ``coords[k]`` holds the coordinates of that many
+        workers, one after the other, applied as one sum (distributed RBD with independent bases).
         """
-        deltas = []
-        for k, (compartment, c) in enumerate(zip(self.layout, coords)):
-            delta = self.bases(k, worker).expand(c)
-            deltas.append(delta)
-            at = 0
-            for i, a, b in compartment:
-                if i not in frozen:
-                    rate = self.param_groups[self._group_of[i]]["lr"] if lr is None else lr
-                    _add(self.params[i], a, b, delta[at:at + b - a], -rate * weight)
-                at += b - a
-        return deltas
+        rates = [self.param_groups[g]["lr"] if lr is None else lr for g in self._group_of]
+        return core.update(self.params, self.layout, core.bases(self._plan(), self.steps, worker, workers), coords,
+                           [rate * weight for rate in rates], frozen, self.state, self.momentum, self.nesterov)
 
     def frozen(self) -> list[int]:
         """Indices of the parameters that have no gradient now."""
@@ -372,17 +389,18 @@ class RBD(torch.optim.Optimizer):
             return None
         coords = self.coordinates(grads)
         frozen = self.frozen()
-        deltas = self.apply(coords, frozen=frozen)
-        self.finish(coords, grads, deltas, frozen)
+        steps = self.apply(coords, frozen=frozen)
+        self.finish(coords, grads, steps, frozen)
         return coords
 
-    def finish(self, coords, grads, deltas, frozen=()) -> None:
-        """Book-keeping after an update: diagnostics, the coordinate log, the step counter."""
+    def finish(self, coords, grads, steps, frozen=()) -> None:
+        """Book-keeping after an update (``steps``: what :meth:`apply` returned): diagnostics, the
+        coordinate log, the step counter."""
         # cosine between the step actually applied (frozen parameters stay, groups move by their own lr)
         # and the gradient: O(D) dot products, negligible next to generating the bases
         top = max(g["lr"] for g in self.param_groups)
         along = sq = 0.0
-        for compartment, delta, g in zip(self.layout, deltas, grads):
+        for compartment, delta, g in zip(self.layout, steps, grads):
             at = 0
             for i, a, b in compartment:
                 if i not in frozen:
@@ -409,7 +427,7 @@ class RBD(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
-        extra = _check_saved_groups(self, state_dict, "rbd")
+        extra = _check_saved_groups(self, state_dict, "rbd", ("momentum_buffer",) if self.momentum else ())
         keys = {"steps", "skipped", "log", "config"}
         if not keys <= set(extra) <= keys | {"log_digest"} or (extra["log"] and "log_digest" not in extra):
             raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
@@ -422,15 +440,24 @@ class RBD(torch.optim.Optimizer):
         log = extra["log"]
         if log:
             _check_log(log, steps, self.config(), extra["log_digest"])
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "rbd"})
+        # torch loads state tensors without copying them: clone, so that this optimizer's buffers are its own
+        saved = {i: {k: v.clone() for k, v in entry.items()} for i, entry in state_dict["state"].items()}
+        super().load_state_dict({**{k: v for k, v in state_dict.items() if k != "rbd"}, "state": saved})
         self.steps, self.skipped, self.log = steps, skipped, list(log)
 
     def config(self) -> dict:
-        """Everything that fixes the bases: enough, with the coordinate log, to replay a run."""
-        return {"seed": self.seed, "redraw": self.redraw, "distribution": self.distribution,
-                "scale": self.scale, "dims": list(self.dims), "layout": [list(map(list, c)) for c in self.layout],
-                "shapes": [list(p.shape) for p in self.params],
-                "groups": [len(g["params"]) for g in self.param_groups]}
+        """Everything that fixes the bases and the update rule: enough, with the coordinate log, to replay a
+        run. The rule's options appear only when set, so that plain RBD's configuration (and the digests and
+        checkpoints made with it) is what it was before rules existed."""
+        config = {"seed": self.seed, "redraw": self.redraw, "distribution": self.distribution,
+                  "scale": self.scale, "dims": list(self.dims), "layout": [list(map(list, c)) for c in self.layout],
+                  "shapes": [list(p.shape) for p in self.params],
+                  "groups": [len(g["params"]) for g in self.param_groups]}
+        if self.momentum:
+            config.update(momentum=self.momentum, nesterov=self.nesterov)
+        if self.weight_decay:
+            config.update(weight_decay=self.weight_decay)
+        return config
 
 
 def FPD(params, lr: float, dim: int, reset_coords: bool = True, **kwargs) -> RBD:
@@ -473,7 +500,9 @@ class StaleFPD(RBD):
         saved = None
         if self.stale is not None:
             saved = [p.detach().clone() for p in self.params]
-            self.apply(self.stale, weight=-1.0, lr=1.0)   # theta + P c_prev, whatever the learning rates
+            # theta + P c_prev, whatever the learning rates: a displacement, not an update (no rule, no state)
+            core.move(self.params, self.layout, [b.expand(c) for b, c in zip(
+                core.bases(self._plan(), self.steps), self.stale)], [1.0] * len(self.params))
         try:
             with torch.enable_grad():
                 loss = closure()
@@ -513,6 +542,9 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
     values before training (a list of tensors or a ``state_dict`` with the same order); ``record``
     is ``opt.state_dict()["rbd"]`` of an optimizer built with ``record=True``. Replays the first
     ``upto`` steps (all by default). d floats per step replace checkpoints of D floats.
+
+    The steps are those of :mod:`rbdlib.step`, as in training: a run with momentum rebuilds its buffers
+    from the coordinates on the way (weight decay is already in the coordinates).
     """
     params = list(params)
     values = list(initial_state.values()) if isinstance(initial_state, dict) else list(initial_state)
@@ -521,8 +553,10 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
                          f"(a dict with 'config', 'log', 'steps'), got {type(record).__name__}")
     config, log = record["config"], record["log"]
     keys = {"seed", "redraw", "distribution", "scale", "dims", "layout", "shapes", "groups"}
-    if not isinstance(config, dict) or set(config) != keys:
-        raise ValueError(f"record['config'] must be an RBD config with the keys {sorted(keys)}")
+    rule = {"momentum", "nesterov", "weight_decay"}
+    if not isinstance(config, dict) or not keys <= set(config) <= keys | rule:
+        raise ValueError(f"record['config'] must be an RBD config with the keys {sorted(keys)} "
+                         f"(and, where set, {sorted(rule)})")
     steps = _check_count("steps", record["steps"])
     if steps and not log:
         raise ValueError(f"the record holds no coordinate log for its {steps} steps: build the optimizer "
@@ -536,21 +570,24 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
     if not all(isinstance(v, torch.Tensor) for v in values) or [list(v.shape) for v in values] != config["shapes"]:
         raise ValueError(f"initial_state holds {len(values)} tensors whose shapes do not match the "
                          f"{len(params)} parameters (pass the initial parameters only, in optimizer order)")
-    bounds = [0]
-    for n in config["groups"]:
-        bounds.append(bounds[-1] + n)
-    groups = [{"params": params[a:b]} for a, b in zip(bounds, bounds[1:])]
-    opt = RBD(groups, lr=1.0, dim=1, seed=config["seed"], redraw=config["redraw"],
-              distribution=config["distribution"], scale=config["scale"])
-    opt.layout = [[tuple(s) for s in c] for c in config["layout"]]
-    opt.dims = list(config["dims"])
+    check_index("seed", config["seed"], ref.MAX_SEED)
+    if config["redraw"] is not None and check_index("redraw", config["redraw"], ref.MAX_INDEX) < 1:
+        raise ValueError("the record's redraw must be a positive number of steps or None")
+    check_distribution(config["distribution"])
+    _check_scale(config["scale"])
+    nesterov = config.get("nesterov", False)
+    momentum = _check_momentum(config.get("momentum", 0.0), nesterov)
+    plan = dict(config, layout=[[tuple(s) for s in c] for c in config["layout"]])
+    group_of = [g for g, n in enumerate(config["groups"]) for _ in range(n)]
+    if len(group_of) != len(params):
+        raise ValueError(f"the record's groups {config['groups']} do not hold its {len(params)} parameters")
+    state = {}  # the rule's state (momentum buffers), rebuilt from the coordinates
     for p, v in zip(params, values):
         p.copy_(v)
-    for entry in log[:upto]:
-        for group, lr in zip(opt.param_groups, entry["lrs"]):
-            group["lr"] = lr
-        opt.apply(list(torch.split(entry["coords"].to(params[0].device), opt.dims)), frozen=entry["frozen"])
-        opt.steps += 1
+    for t, entry in enumerate(log[:upto]):
+        coords = list(torch.split(entry["coords"].to(params[0].device), plan["dims"]))
+        core.update(params, plan["layout"], core.bases(plan, t), coords, [entry["lrs"][g] for g in group_of],
+                    entry["frozen"], state, momentum, nesterov)
 
 
 class NES(torch.optim.Optimizer):

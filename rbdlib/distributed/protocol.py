@@ -24,8 +24,11 @@ gradient all-reduce (DDP). Two schemes:
   *averaged* (weight 1/W), so that ``lr`` means the same for both schemes and for any W: the expected step
   is -lr (dim/D) mean_r g_r in both. To reproduce the reference, multiply ``lr`` by W.
 
-Every rank applies the same additions in rank order, so all ranks end bit-identical without ever
-sending weights. At start-up the ranks compare a fingerprint of their initial weights, seed, bases
+Both schemes step through the wrapped optimizer's :meth:`~rbdlib.RBD.apply`, that is the functional core
+:mod:`rbdlib.step` that single-process training and replay use, so every update rule (momentum, Nesterov,
+weight decay) works here as there: its state is a function of the exchanged coordinates, the same on every
+rank. Every rank applies the same additions in rank order, so all ranks end bit-identical without ever
+sending weights or optimizer state. At start-up the ranks compare a fingerprint of their initial weights, seed, bases
 configuration, hyper-parameters and step counter and raise a clear error naming the ranks that differ.
 A non-finite gradient on any rank makes all ranks raise or skip together, and an error on one rank inside
 ``step`` (its closure, a sparse gradient, a bad lr) reaches the others at once: flags ride in the same
@@ -56,8 +59,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..bases import RandomBases
-from ..optim import RBD, _add
+from ..bases import check_index
+from ..optim import RBD
 
 SCHEMES = ("shared", "independent")
 FLOAT_BYTES = 4
@@ -132,19 +135,6 @@ def _signed(u: int) -> int:
     return u - 2**64 if u >= 2**63 else u
 
 
-def _apply(opt: RBD, k: int, coords: torch.Tensor, frozen) -> torch.Tensor:
-    """theta <- theta - lr * P c over compartment k, where P holds the directions of all workers
-    (``len(coords)`` of them, from direction 0); returns P c. One expand instead of one per worker."""
-    b = opt.bases(k)
-    delta = RandomBases(b.seed, b.step, b.compartment, len(coords), b.size, b.distribution, b.scale).expand(coords)
-    at = 0
-    for i, lo, hi in opt.layout[k]:
-        if i not in frozen:
-            _add(opt.params[i], lo, hi, delta[at:at + hi - lo], -opt.param_groups[opt._group_of[i]]["lr"])
-        at += hi - lo
-    return delta
-
-
 class DistributedRBD(torch.optim.Optimizer):
     """Data-parallel RBD over ``torch.distributed``: wraps an :class:`rbdlib.RBD` built on every rank.
 
@@ -191,6 +181,9 @@ class DistributedRBD(torch.optim.Optimizer):
         self.buffers = [] if model is None else [b for b in model.buffers() if b is not None]
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.device = optimizer.params[0].device
+        if scheme == "independent":  # rank r draws directions r d_k ... (r+1) d_k - 1: a 32-bit counter word
+            check_index("world_size * dim (the directions of all workers)", self.world_size * max(optimizer.dims),
+                        2**32)
         comm = communication(optimizer, self.world_size, scheme)
         self.buffer_bytes_per_step = sum(b.numel() * b.element_size() for b in self.buffers)
         self.bytes_per_step = comm["bytes_per_step"] + self.buffer_bytes_per_step
@@ -242,12 +235,14 @@ class DistributedRBD(torch.optim.Optimizer):
     def load_state_dict(self, state_dict) -> None:
         """Load into the wrapped optimizer, then re-run :meth:`check` (a collective: call on every rank)."""
         self.optimizer.load_state_dict(state_dict)
+        # torch's load_state_dict builds new param_groups and state: share them again
+        self.param_groups, self.state = self.optimizer.param_groups, self.optimizer.state
         self.check()
 
     # ------------------------------------------------------------------ agreement
     def fingerprint(self) -> dict:
-        """What must agree across ranks: seed, bases configuration, hyper-parameters, step, weights and
-        buffers."""
+        """What must agree across ranks: seed, bases configuration (and update rule), hyper-parameters, step,
+        weights, buffers and the update rule's state (momentum buffers)."""
         opt = self.optimizer
         config = {k: v for k, v in opt.config().items() if k != "seed"}
         hyper = {"scheme": self.scheme, "lrs": [g["lr"] for g in opt.param_groups],
@@ -255,7 +250,8 @@ class DistributedRBD(torch.optim.Optimizer):
         weights = hashlib.sha256()
         total = 0.0
         with torch.no_grad():
-            for p in [*opt.params, *self.buffers]:
+            kept = [v for p in opt.params for _, v in sorted(opt.state.get(p, {}).items())]
+            for p in [*opt.params, *self.buffers, *kept]:
                 host = p.detach().cpu().contiguous()
                 weights.update(host.numpy().tobytes())
                 total += float(host.double().sum())
@@ -375,14 +371,15 @@ class DistributedRBD(torch.optim.Optimizer):
         split = opt.dims
         if self.scheme == "shared":
             mean = list(torch.split(messages[0][:n] / self.world_size, split))
-            deltas = opt.apply(mean, worker=0, frozen=frozen)
+            steps = opt.apply(mean, worker=0, frozen=frozen)
             logged = mean
         else:  # worker w's directions are w*d_k ... (w+1)*d_k - 1, so all workers' updates are one expand
             parts = [torch.split(m[:n] / self.world_size, split) for m in messages]  # rank order: same bits
-            deltas = [_apply(opt, k, torch.cat([p[k] for p in parts]), frozen) for k in range(len(split))]
+            every = [torch.cat([p[k] for p in parts]) for k in range(len(split))]
+            steps = opt.apply(every, worker=0, frozen=frozen, workers=self.world_size)
             logged = coords
         self.seconds["expand"] += time.perf_counter() - t2
-        opt.finish(logged, grads, deltas, frozen)  # its cosine: the applied step against this rank's gradient
+        opt.finish(logged, grads, steps, frozen)  # its cosine: the applied step against this rank's gradient
         return loss
 
     def _flagged_ranks(self, messages, n, mine: float, flag: float) -> list[int]:
