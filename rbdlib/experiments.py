@@ -70,7 +70,8 @@ PAPER = {
 NES_SIGMA = 0.01  # the reference code's; NES's lr is the configuration's rbd lr, which the reference inherits
 METHODS = ("sgd", "fpd", "rbd", "nes")
 _BASES = {"lr", "dim", "compartments", "distribution", "split_dim"}
-USES = {"sgd": {"lr"}, "fpd": _BASES | {"reset_coords"}, "rbd": _BASES | {"redraw"},
+_MEMORY = {"momentum", "nesterov", "weight_decay"}  # update rules with memory (rbdlib/step.py), as torch's SGD has
+USES = {"sgd": {"lr"} | _MEMORY, "fpd": _BASES | _MEMORY | {"reset_coords"}, "rbd": _BASES | _MEMORY | {"redraw"},
         "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
 for _uses in USES.values():
     _uses |= {"width"}  # the network's: hidden units of the fc network (a width sweep in one folder)
@@ -97,6 +98,13 @@ def _rate(value: str, least: float = 0.0) -> float:
     return number
 
 
+def _momentum(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < 1:
+        raise ValueError("expected a number in [0, 1)")
+    return number
+
+
 def _compartments(value: str):
     if value.isdigit():
         return _positive(value)
@@ -114,7 +122,8 @@ def _distribution(value: str) -> str:
 _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distribution": _distribution,
             "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
             "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag,
-            "width": _positive, "reset_coords": _flag}
+            "width": _positive, "reset_coords": _flag, "momentum": _momentum, "nesterov": _flag,
+            "weight_decay": _rate}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -153,7 +162,7 @@ def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: d
     options.pop("width", None)
     lr = options.pop("lr", None)
     if method == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr)
+        return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr, **options)
     dim = options.pop("dim", args.dim)
     lr = config["lr"]["rbd" if method == "nes" else method] if lr is None else lr
     if method == "nes":

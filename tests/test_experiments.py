@@ -177,6 +177,10 @@ def test_checkpoints_load_without_running_code_and_are_checked(tmp_path):
     ("nes:sigma=0", "bad value '0' for sigma"),
     ("rbd:distribution=cauchy", "bad value 'cauchy' for distribution"),
     ("rbd:width=0", "bad value '0' for width"),
+    ("rbd:momentum=1", "bad value '1' for momentum"),
+    ("sgd:nesterov=true", "Nesterov momentum requires a momentum"),
+    ("rbd:nesterov=true", "nesterov"),
+    ("nes:momentum=0.9", "nes does not use option 'momentum'"),
 ])
 def test_bad_options_fail_before_any_run_and_write_nothing(tmp_path, spec, match):
     with pytest.raises(ValueError, match=match):
@@ -192,6 +196,12 @@ def test_options_mean_what_they_say():
     assert opt.param_groups[0]["lr"] == 0.0  # lr=0 is honoured, not replaced by the paper's
     nes = experiments.make_optimizer("nes", {"shared_batch": True}, model, experiments.PAPER["fc-fmnist"], args)
     assert nes.param_groups[0]["lr"] == 0.5 and nes.shared_batch and nes.sigma == 0.01
+    sgd = experiments.make_optimizer("sgd", {"momentum": 0.9, "nesterov": True}, model,
+                                     experiments.PAPER["fc-fmnist"], args)
+    assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["nesterov"]
+    rbd = experiments.make_optimizer("rbd", experiments.parse_method("rbd:momentum=0.5,weight_decay=0.01")[1], model,
+                                     experiments.PAPER["fc-fmnist"], args)
+    assert (rbd.momentum, rbd.nesterov, rbd.weight_decay) == (0.5, False, 0.01)
 
 
 def test_run_folders_stay_inside_out_and_differ_per_spec(tmp_path):
