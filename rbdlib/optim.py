@@ -233,6 +233,10 @@ class RBD(torch.optim.Optimizer):
     The rules are written once, in :mod:`rbdlib.step`, which replay and distributed training call too.
     Momentum state is saved by :meth:`state_dict` and rebuilt by :func:`replay` from the coordinates.
 
+    Threads: the bases are made by rbdlib's kernels on as many threads as ``torch.get_num_threads()``, on
+    torch's own OpenMP threads where torch has them (Linux), so ``import torch`` before or after ``import
+    rbdlib`` makes no difference.
+
     After ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient
     (two O(D) dot products, nothing next to the bases) and ``last_coords`` the coordinates.
 
