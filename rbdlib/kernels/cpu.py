@@ -310,7 +310,7 @@ def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, ro
 # torch's idle OpenMP threads spin for a few milliseconds after each operation, waiting for the next (unless
 # OMP_WAIT_POLICY=PASSIVE was set before torch was loaded; an import cannot change it afterwards). A second
 # pool of threads for the kernels competed with them for the cores: on a busy 2-core machine an RBD step
-# with +-1 bases took 1.7x as long (up to 40x with two busy processes). Given to torch's team instead, the
+# with +-1 bases took 1.7x as long (up to 27x with two busy processes). Given to torch's team instead, the
 # tasks are picked up by the spinning threads at once.
 #
 # How: ``GOMP_parallel`` (what compiled ``#pragma omp parallel`` code calls) starts a team on torch's
