@@ -546,5 +546,11 @@ def main(argv=None) -> dict:
     return {"out": str(out), "runs": runs}
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rbdlib-experiment`` command: :func:`main`, exiting 0 on success (a console script exits with what
+    its function returns, and ``main`` returns the runs, which would make the exit status 1)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -318,3 +318,12 @@ def test_jobs_workers_end_with_their_parent(tmp_path):
     while alive() and time.time() < deadline:
         time.sleep(0.5)
     assert not alive(), "workers kept running after their parent was killed"
+
+
+def test_the_command_exits_0_when_it_succeeds(tmp_path):
+    """`rbdlib-experiment` as a shell sees it: status 0 after a complete run (a script with `set -e` goes on)."""
+    command = [os.path.join(os.path.dirname(sys.executable), "rbdlib-experiment"), "fc-fmnist", "--smoke",
+               "--methods", "sgd", "--epochs", "1", "--out", str(tmp_path / "cli")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| sgd |" in done.stdout
