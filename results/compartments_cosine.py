@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 # isort: off
-import rbdlib  # before torch: its OpenMP workers then sleep when idle instead of spinning (rbdlib/_threads.py)
+import rbdlib  # (import order does not matter: the kernels run on torch's own threads)
 import torch
 # isort: on
 from rbdlib.compartments import FOURTH_MOMENT, expected_step, predicted_cosine

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 # isort: off
-import rbdlib  # before torch: its idle OpenMP workers then sleep instead of spinning (rbdlib/_threads.py)
+import rbdlib  # (import order does not matter: the kernels run on torch's own threads)
 import torch
 # isort: on
 from rbdlib.models import fc
