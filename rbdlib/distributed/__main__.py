@@ -50,11 +50,8 @@ def main(argv=None) -> None:
     if "RANK" in os.environ:  # under torchrun
         rank, world_size = init(timeout=args.timeout)
         if not torch.cuda.is_available():  # share the cores among the local processes
-            from .. import set_threads
-
             threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
-            set_threads(threads)
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads)  # the kernels follow torch's thread count
         for scheme in schemes:
             result = train(rank, world_size, scheme, *options)
             if rank == 0:

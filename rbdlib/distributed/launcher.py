@@ -60,10 +60,7 @@ def _launched(fn, rank, world_size, port, timeout, threads, queue, args):
     elif sys.platform == "darwin":
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo0")
     try:
-        from .. import set_threads
-
-        set_threads(threads)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads)  # the kernels follow torch's thread count
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
         try:
