@@ -177,6 +177,28 @@ def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: d
     return RBD(params, lr=lr, dim=dim, **kwargs)
 
 
+# every option that changes what a run computes: recorded in its run.json, checked on resume and in tables
+SETTINGS = ("batch_size", "augment", "max_steps", "smoke", "dim", "distribution", "compartments", "redraw",
+            "basis_seed", "world_size", "scheme")
+
+
+def run_settings(args) -> dict:
+    return {k: getattr(args, k, None) for k in SETTINGS}
+
+
+def _check_settings(where, recorded: dict | None, settings: dict, how: str) -> None:
+    """A run recorded with other settings than ``settings`` is an error naming both (runs written before
+    settings were recorded have none, and pass)."""
+    if recorded is None:
+        return
+    differ = [k for k in SETTINGS if recorded.get(k) != settings.get(k)]
+    if differ:
+        theirs = ", ".join(f"{k}={recorded.get(k)!r}" for k in differ)
+        ours = ", ".join(f"{k}={settings.get(k)!r}" for k in differ)
+        raise ValueError(f"{where} was trained with {theirs}, {how} {ours}; use the same options, choose another "
+                         "--out, or delete that run's folder")
+
+
 JSON_LIMIT = 256 * 2**20  # run.json and results.json: records of many runs take a few MB
 OUTPUTS = ("results.json", "results.csv", "table.md", "command.txt", "accuracy.png")  # what write_results writes
 
@@ -270,6 +292,13 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
                   epochs=args.epochs, status="unfinished", records=[], test_acc=None)
     ckpt, status = folder / "checkpoint.pt", folder / "run.json"
     saved = _read_json(status)
+    result["settings"] = run_settings(args)
+    if saved:
+        _check_settings(folder, saved.get("settings"), result["settings"], "this command has")
+        if saved["status"] == "unfinished" and args.epochs < saved["epochs"]:
+            raise ValueError(f"{folder} holds an unfinished run of {saved['epochs']} epochs: --epochs {args.epochs} "
+                             f"would end it early as if complete; use --epochs {saved['epochs']} (or more), or "
+                             "delete that folder")
     if saved and saved["status"] != "unfinished":
         if saved["epochs"] != args.epochs:
             raise ValueError(f"{folder} holds a {saved['status']} run of {saved['epochs']} epochs, not "
@@ -277,6 +306,11 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         return saved
     if _files.exists(ckpt):  # bounded by what the model and its optimizer can hold, with room for the records
         state = load_checkpoint(ckpt, spec, seed, limit=64 * 2**20 + 16 * 4 * models.count_parameters(model))
+        if state["epochs"] > args.epochs or (saved and saved.get("records")
+                                             and saved["records"][-1]["epoch"] != state["epochs"]):
+            raise ValueError(f"{ckpt} is at epoch {state['epochs']}, but its run.json is at epoch "
+                             f"{saved['records'][-1]['epoch'] if saved and saved.get('records') else 'none'} "
+                             f"and --epochs is {args.epochs}; they must agree: delete the folder to start again")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         result["records"] = state["records"]
@@ -336,6 +370,12 @@ def collect(out: Path, tasks: list[tuple[str, int]]) -> list[dict]:
     if _files.exists(out / "_runs"):
         _files.make_folder(out / "_runs", root=out)  # refuses a _runs that is a link
     runs = [_read_json(p) for p in sorted((out / "_runs").glob("*/run.json"))]
+    first = {}
+    for r in runs:  # one row averages the seeds of one method: they must have been trained alike
+        if r.get("settings") is not None:
+            seen = first.setdefault(r["method"], r)
+            _check_settings(f"{out}: {r['method']} seed {r['seed']}", r["settings"], seen["settings"],
+                            f"seed {seen['seed']} has")
     known = [r["method"] for r in (_read_json(out / "results.json") or {"runs": []})["runs"]]
     specs = dict.fromkeys(known + [spec for spec, _ in tasks] + [r["method"] for r in runs])
     first = {spec: i for i, spec in enumerate(specs)}

@@ -327,3 +327,42 @@ def test_the_command_exits_0_when_it_succeeds(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| sgd |" in done.stdout
+
+
+def test_a_run_is_its_settings(tmp_path):
+    """Resuming or re-reporting with other settings is an error naming both values, with nothing changed; a
+    folder whose seeds of one method were trained differently cannot become one table row."""
+    _run(tmp_path, "s", "--methods", "sgd", "--epochs", "1")
+    folder = experiments.run_dir(tmp_path / "s", "sgd", 0)
+    before = (folder / "run.json").read_bytes()
+    with pytest.raises(ValueError, match=r"trained with batch_size=32, this command has batch_size=64"):
+        _run(tmp_path, "s", "--methods", "sgd", "--epochs", "1", "--batch-size", "64")
+    with pytest.raises(ValueError, match=r"augment='paper', this command has augment='none'"):
+        _run(tmp_path, "s", "--methods", "sgd", "--epochs", "1", "--augment", "none")
+    assert (folder / "run.json").read_bytes() == before
+    other = experiments.run_dir(tmp_path / "s", "sgd", 1)  # a seed trained with another batch size
+    other.mkdir()
+    run = json.loads(before)
+    run["seed"], run["settings"]["batch_size"] = 1, 64
+    (other / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match=r"sgd seed 1 was trained with batch_size=64, seed 0 has batch_size=32"):
+        _run(tmp_path, "s", "--methods", "sgd", "--epochs", "1", "--report")
+
+
+def test_a_smaller_epochs_cannot_end_an_unfinished_run(tmp_path, monkeypatch):
+    real, calls = experiments.train, []
+
+    def interrupted(*a, **k):  # the second epoch is interrupted: the run stays unfinished at epoch 1 of 2
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiments, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "u", "--methods", "sgd", "--epochs", "2")
+    monkeypatch.setattr(experiments, "train", real)
+    with pytest.raises(ValueError, match="unfinished run of 2 epochs: --epochs 1 would end it early"):
+        _run(tmp_path, "u", "--methods", "sgd", "--epochs", "1")
+    runs = _run(tmp_path, "u", "--methods", "sgd", "--epochs", "2")["runs"]
+    assert runs[0]["status"] == "complete" and runs[0]["records"][-1]["epoch"] == 2
