@@ -270,7 +270,7 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
     "diverged") once it ended, when the checkpoint is deleted. Both are replaced atomically every epoch.
     """
     method, options = parse_method(spec)
-    model = make_model(options, config, ds, seed)
+    model = make_model(options, config, ds, seed).to(args.device)  # before the optimizer: its state lives there
     opt = make_optimizer(method, options, model, config, args)
     rank = 0
     if args.world_size > 1:
