@@ -20,6 +20,7 @@ scikit-learn (the offline ``digits`` dataset).
 # the CPU kernels run on torch's own OpenMP threads, see rbdlib/kernels/cpu.py)
 from . import data, models, train  # noqa: F401
 from .bases import RandomBases, philox4x32
+from .footprint import footprint
 from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available
 from .optim import FPD, NES, RBD, replay
@@ -29,4 +30,4 @@ from .train import train as fit
 
 __version__ = "0.1.0"
 __all__ = ["RBD", "FPD", "NES", "replay", "FixedSubspace", "RandomBases", "philox4x32", "fit", "evaluate",
-           "gpu_available", "set_threads"]
+           "footprint", "gpu_available", "set_threads"]

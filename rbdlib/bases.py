@@ -42,6 +42,9 @@ class RandomBases:
     ``offset`` shifts the direction indices: workers drawing independent bases use
     ``offset = rank * dim``. The default ``scale`` is ``1 / sqrt(size)``, so a normal direction
     has norm close to 1; the optimizers pass ``1 / sqrt(D)`` of the whole network instead.
+    ``size`` is at most ``2**34`` (:data:`rbdlib.philox.MAX_SIZE`): the block word of the counter has 32 bits
+    and one block gives four elements, so a longer direction would repeat itself; larger sizes are refused
+    here, for every backend, rather than wrapped.
 
     >>> b = RandomBases(seed=0, step=3, compartment=0, dim=4, size=10)
     >>> g = torch.arange(10.0)
@@ -58,7 +61,11 @@ class RandomBases:
         self.step = check_index("step", step, ref.MAX_INDEX)
         self.compartment = check_index("compartment", compartment, ref.MAX_INDEX)
         self.dim = check_index("dim", dim, ref.MAX_INDEX)
-        self.size = check_index("size", size, 2**40)
+        if isinstance(size, numbers.Integral) and size > ref.MAX_SIZE:
+            raise ValueError(f"size must be at most 2**34 = {ref.MAX_SIZE} elements per compartment (the 32-bit block "
+                             f"word of Philox counters), got {size}; split the parameters into compartments "
+                             "(compartments=N)")
+        self.size = check_index("size", size, ref.MAX_SIZE)
         if self.dim < 1 or self.size < 1:
             raise ValueError(f"dim and size must be positive, got dim={dim}, size={size}")
         self.offset = check_index("offset", offset, ref.MAX_INDEX + 1 - self.dim)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import numbers
 import os
 import struct
 import tarfile
@@ -579,6 +580,8 @@ def random_crop(x: torch.Tensor, pad: int, generator: torch.Generator | None = N
     """
     if x.dim() != 4:
         raise ValueError(f"random_crop expects a batch N x C x H x W, got shape {tuple(x.shape)}.")
+    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
+        raise ValueError(f"pad must be a non-negative integer (pixels on each side), got {pad!r}.")
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     dy, dx = _uniform_ints(2 * pad + 1, (2, n), generator, x.device)
@@ -651,8 +654,8 @@ def batches(
     """
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length ({len(x)} vs {len(y)}); pass matching images and labels.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     n = len(x)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n

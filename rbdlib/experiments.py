@@ -41,6 +41,7 @@ import shlex
 import statistics
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -71,7 +72,8 @@ NES_SIGMA = 0.01  # the reference code's; NES's lr is the configuration's rbd lr
 METHODS = ("sgd", "fpd", "rbd", "nes")
 _BASES = {"lr", "dim", "compartments", "distribution", "split_dim"}
 _MEMORY = {"momentum", "nesterov", "weight_decay"}  # update rules with memory (rbdlib/step.py), as torch's SGD has
-USES = {"sgd": {"lr"} | _MEMORY, "fpd": _BASES | _MEMORY | {"reset_coords"}, "rbd": _BASES | _MEMORY | {"redraw"},
+_SUBSPACE = _BASES | _MEMORY | {"memory", "adaptive"}  # and where RBD keeps its momentum; its adaptive scale
+USES = {"sgd": {"lr"} | _MEMORY, "fpd": _SUBSPACE | {"reset_coords"}, "rbd": _SUBSPACE | {"redraw"},
         "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
 for _uses in USES.values():
     _uses |= {"width"}  # the network's: hidden units of the fc network (a width sweep in one folder)
@@ -105,6 +107,12 @@ def _momentum(value: str) -> float:
     return number
 
 
+def _memory(value: str) -> str:
+    if value not in ("parameters", "coordinates"):
+        raise ValueError("expected parameters or coordinates")
+    return value
+
+
 def _compartments(value: str):
     if value.isdigit():
         return _positive(value)
@@ -123,7 +131,7 @@ _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distr
             "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
             "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag,
             "width": _positive, "reset_coords": _flag, "momentum": _momentum, "nesterov": _flag,
-            "weight_decay": _rate}
+            "weight_decay": _rate, "memory": _memory, "adaptive": _momentum}
 
 
 def parse_method(spec: str) -> tuple[str, dict]:
@@ -231,8 +239,16 @@ CHECKPOINT_KEYS = {"format", "method", "seed", "epochs", "model", "optimizer", "
 def load_checkpoint(path: Path, spec: str, seed: int, limit: int = 2**31) -> dict:
     """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data only: loading runs no code),
     and checked to be the checkpoint of this (method, seed) before anything is restored from it. The file is
-    read safely (no link, no special file) and only if it holds at most ``limit`` bytes."""
+    read safely (no link, no special file) and only if it holds, and unpacks to, at most ``limit`` bytes."""
     data = _files.read(path, limit)
+    try:  # a zip entry may be compressed: what it unpacks to counts against the limit, checked before loading
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except zipfile.BadZipFile:
+        unpacked = 0   # not a zip: torch.load's own error says so below
+    if unpacked > limit:
+        raise ValueError(f"checkpoint {path} unpacks to {unpacked:,} bytes, more than the {limit:,} its run can "
+                         "need; delete it to start that run again")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # a crafted or damaged file: say which and why, restore nothing

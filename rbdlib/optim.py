@@ -13,6 +13,7 @@ decay) is the functional core :mod:`rbdlib.step`, which replay and distributed t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -42,6 +43,59 @@ def _check_momentum(momentum, nesterov) -> float:
     if _check_flag("nesterov", nesterov) and momentum == 0:
         raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
     return float(momentum)
+
+
+def _check_rule(momentum, nesterov, memory, adaptive, eps) -> core.Rule:
+    momentum = _check_momentum(momentum, nesterov)
+    if memory not in ("parameters", "coordinates"):
+        raise ValueError(f'memory must be "parameters" or "coordinates" (where momentum is kept), got {memory!r}')
+    if memory == "coordinates" and not momentum:
+        raise ValueError('memory="coordinates" keeps the momentum in the coordinates: give a momentum in (0, 1)')
+    if isinstance(adaptive, bool) or not isinstance(adaptive, numbers.Real) or not 0 <= adaptive < 1:
+        raise ValueError(f"adaptive must be a number in [0, 1) (beta of the running mean square; 0: off, "
+                         f"0.999 is usual), got {adaptive!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    return core.Rule(momentum, nesterov, memory, float(adaptive), float(eps))
+
+
+def _rule_config(rule: core.Rule) -> dict:
+    """The rule's entries of a config: only those set, so plain RBD's config is what it always was."""
+    config = dict(momentum=rule.momentum, nesterov=rule.nesterov) if rule.momentum else {}
+    if rule.memory != "parameters":
+        config["memory"] = rule.memory
+    if rule.adaptive:
+        config.update(adaptive=rule.adaptive, eps=rule.eps)
+    return config
+
+
+def _check_compartment_state(saved, dims: list[int], rule: core.Rule) -> list[dict]:
+    """The per-compartment state of a saved RBD (coordinate momentum, adaptive scale), checked and copied."""
+    if not isinstance(saved, list) or len(saved) != len(dims):
+        raise ValueError(f"the saved compartment state must be a list of {len(dims)} dicts, got {str(saved)[:60]}")
+    out = []
+    for k, entry in enumerate(saved):
+        allowed = {"momentum", "basis"} if rule.momentum and rule.memory == "coordinates" else set()
+        allowed |= {"second_moment", "count"} if rule.adaptive else set()
+        bad = not isinstance(entry, dict) or not set(entry) <= allowed or ("momentum" in entry) != ("basis" in entry)
+        bad = bad or ("second_moment" in entry) != ("count" in entry)
+        if not bad and "momentum" in entry:
+            m, basis = entry["momentum"], entry["basis"]
+            bad = not (isinstance(m, torch.Tensor) and m.dtype == torch.float32 and m.dim() == 1
+                       and bool(torch.isfinite(m).all()) and isinstance(basis, (list, tuple)) and len(basis) == 3
+                       and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= ref.MAX_INDEX
+                               for x in basis) and basis[2] == m.numel() and basis[2] >= 1)
+        if not bad and "count" in entry:
+            v, t = entry["second_moment"], entry["count"]
+            bad = not (isinstance(v, float) and 0 <= v < math.inf and isinstance(t, int)
+                       and not isinstance(t, bool) and t >= 1)
+        if bad:
+            raise ValueError(f"the saved state of compartment {k} must map some of {sorted(allowed)} (momentum: "
+                             "finite float32 coordinates with their basis [step, offset, dim]; second_moment: "
+                             f"a finite float >= 0 with its count >= 1), got {str(entry)[:80]}")
+        out.append({**entry, **({"momentum": entry["momentum"].clone(), "basis": tuple(entry["basis"])}
+                                if "momentum" in entry else {})})
+    return out
 
 
 def _check_weight_decay(weight_decay) -> float:
@@ -134,24 +188,48 @@ def _check_saved_groups(optimizer: torch.optim.Optimizer, state_dict, extra: str
     return state_dict[extra]
 
 
+def _dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 2**20) -> float:
+    """x @ y in float64, a chunk at a time: exact enough for a cosine, with no float64 copy of x or y (at
+    D = 50M, whole copies would hold 4 x 4D bytes beyond the step)."""
+    return sum(float(x[i:i + chunk].double() @ y[i:i + chunk].double()) for i in range(0, len(x), chunk))
+
+
 def _check_count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"the saved {name} must be a non-negative int, got {value!r}")
     return value
 
 
-def _log_digest(log: list, config: dict) -> str:
-    """SHA-256 of a coordinate log (coordinates, lrs, frozen parameters) and the configuration it was
-    made with: detects logs edited after they were saved."""
+def _weights_digest(tensors) -> str:
+    """SHA-256 of the float32 bytes of ``tensors``, in order: the fingerprint of the weights a log starts from."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy())  # the buffer itself, no bytes copy
+    return h.hexdigest()
+
+
+def _log_digest(log: list, config: dict, initial: str | None = None) -> str:
+    """SHA-256 of a coordinate log (coordinates, lrs, frozen parameters), the configuration it was made with
+    and the fingerprint of the weights it starts from.
+
+    Trust model: the digest is unkeyed, so it gives integrity, not authenticity. It catches a log changed by
+    accident (a truncated or corrupted file, an edit by hand that forgot the digest, a log paired with another
+    run's configuration), but whoever can write the file can recompute it: a record from someone you do not
+    trust must come through a channel that authenticates it (a signature, a checksum published apart).
+    :func:`replay` validates every index of a record before it changes anything, so a forged record can give
+    wrong weights, never an out-of-range write."""
     h = hashlib.sha256(repr(sorted(config.items())).encode())
+    if initial is not None:  # absent from records without a log, whose digests are as they always were
+        h.update(initial.encode())
     for entry in log:
         h.update(entry["coords"].detach().cpu().contiguous().numpy().tobytes())
         h.update(repr((list(entry["lrs"]), list(entry["frozen"]))).encode())
     return h.hexdigest()
 
 
-def _check_log(log, steps: int, config: dict, digest) -> None:
-    """A coordinate log must hold ``steps`` well-formed finite entries whose digest matches."""
+def _check_log(log, steps: int, config: dict, digest, initial=None) -> None:
+    """A coordinate log must hold ``steps`` well-formed finite entries, start from fingerprinted weights
+    (``initial``) and match its digest."""
     if not isinstance(log, list):
         raise ValueError(f"the coordinate log must be a list, got {type(log).__name__}")
     if len(log) != steps:
@@ -177,8 +255,79 @@ def _check_log(log, steps: int, config: dict, digest) -> None:
         if not isinstance(frozen, list) or not all(
                 isinstance(i, int) and not isinstance(i, bool) and 0 <= i < params for i in frozen):
             raise ValueError(f"log entry {t}: frozen must list parameter indices in [0, {params}), got {frozen!r}")
-    if digest != _log_digest(log, config):
+    if log and not (isinstance(initial, str) and len(initial) == 64 and set(initial) <= set("0123456789abcdef")):
+        raise ValueError(f"the record's initial_weights must be the SHA-256 (64 hex digits) of the weights its log "
+                         f"starts from, got {str(initial)[:70]!r} (a record made before rbdlib kept it cannot be "
+                         "checked: record the run again)")
+    if digest != _log_digest(log, config, initial if log else None):
         raise ValueError("the coordinate log does not match its digest: it was edited after it was saved")
+
+
+def _check_plan(config: dict, shapes: list[list[int]]) -> None:
+    """A record's dims, layout and groups, checked against the parameters' ``shapes`` before replay changes
+    anything: every segment (i, a, b) names an existing parameter and elements a..b inside it, and the segments
+    cover every element of every parameter exactly once (as :class:`RBD` lays them out)."""
+    dims, layout, groups = config["dims"], config["layout"], config["groups"]
+    if not isinstance(dims, list) or not dims or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= ref.MAX_INDEX for n in dims):
+        raise ValueError(f"the record's dims must list positive directions per compartment, got {str(dims)[:60]}")
+    if not isinstance(groups, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                               for n in groups) or sum(groups) != len(shapes):
+        raise ValueError(f"the record's groups {str(groups)[:60]} do not hold its {len(shapes)} parameters")
+    if not isinstance(layout, list) or len(layout) != len(dims):
+        raise ValueError(f"the record's layout must list the segments of its {len(dims)} compartment(s)")
+    covered = [[] for _ in shapes]
+    for k, compartment in enumerate(layout):
+        if not isinstance(compartment, list) or not compartment:
+            raise ValueError(f"the record's layout: compartment {k} must be a non-empty list of [i, a, b] segments")
+        for seg in compartment:
+            ok = isinstance(seg, (list, tuple)) and len(seg) == 3 and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in seg)
+            if not ok or not 0 <= seg[0] < len(shapes) or not 0 <= seg[1] < seg[2] <= math.prod(shapes[seg[0]]):
+                raise ValueError(f"the record's layout: compartment {k} holds the segment {str(seg)[:60]}, not "
+                                 f"[i, a, b] with parameter i in [0, {len(shapes)}) and 0 <= a < b <= its size")
+            covered[seg[0]].append(tuple(seg[1:]))
+    for i, (segments, shape) in enumerate(zip(covered, shapes)):
+        ends = [0] + [b for _, b in sorted(segments)]
+        if [a for a, _ in sorted(segments)] != ends[:-1] or ends[-1] != math.prod(shape):
+            raise ValueError(f"the record's layout does not cover the elements of parameter {i} exactly once")
+
+
+def _getstate(optimizer: torch.optim.Optimizer) -> dict:
+    """What copy.deepcopy and pickle keep of an rbdlib optimizer: every attribute but the hooks (as torch).
+
+    torch's ``Optimizer.__getstate__`` keeps ``defaults``, ``state`` and ``param_groups`` only, which is all its
+    own optimizers hold; rbdlib's keep their layout, counters and log beside them, without which a copy could
+    not step. Hooks are dropped, as torch drops them (they are often lambdas, which do not pickle), and so is
+    the ``step`` wrapper an lr scheduler puts on the instance (it calls the original optimizer's step)."""
+    return {k: v for k, v in optimizer.__dict__.items() if not k.startswith("_optimizer_") and k != "step"}
+
+
+_EAGER: dict = {}  # step -> torch.compiler.disable(step), made when first compiled
+
+
+def eager(step):
+    """Mark an optimizer's ``step`` to run eagerly inside a ``torch.compile``d function, at a graph break, as a
+    user expects of an optimizer the compiler cannot trace (rbdlib's kernels are compiled by Numba).
+
+    ``torch.compiler.disable(step)`` at class definition would import the compiler with rbdlib (seconds, for
+    everyone): the disabled step is made the first time a step is traced, when the compiler is loaded anyway."""
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            if step not in _EAGER:
+                _EAGER[step] = torch.compiler.disable(step)
+            return _EAGER[step](*args, **kwargs)
+        return step(*args, **kwargs)
+    return run
+
+
+def _check_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Each parameter still has the shape the optimizer was built for (``p.data = ...`` can change it)."""
+    for i, (p, shape) in enumerate(zip(optimizer.params, optimizer.shapes)):
+        if list(p.shape) != shape:
+            raise ValueError(f"{core.name_of(i, optimizer.names)} has shape {tuple(p.shape)}, but the optimizer was "
+                             f"built for {tuple(shape)} (was p.data replaced?); build a new optimizer")
 
 
 def _flat_params(params) -> tuple[list, list[dict], list[str] | None]:
@@ -220,10 +369,18 @@ class RBD(torch.optim.Optimizer):
         nonfinite: "raise" (default) stops before any parameter changes when a gradient holds NaN
             or inf; "skip" leaves the parameters and the step counter as they were.
         record: keep every step's coordinates for :func:`replay`.
-        momentum: mu in [0, 1): heavy-ball momentum in parameter space over the re-drawn steps,
-            b <- mu b + P c, theta <- theta - lr b (torch.optim.SGD's buffer, ``state[p]["momentum_buffer"]``:
-            4 bytes per parameter element). 0 (default) is plain RBD.
+        momentum: mu in [0, 1): heavy-ball momentum over the re-drawn steps, b <- mu b + P c,
+            theta <- theta - lr b. 0 (default) is plain RBD.
         nesterov: with momentum, step by P c + mu b instead of b (torch.optim.SGD's ``nesterov=True``).
+        memory: where the momentum is kept. "parameters" (default): torch.optim.SGD's buffer
+            ``state[p]["momentum_buffer"]``, 4 bytes per parameter element. "coordinates": d_k numbers per
+            compartment in the basis they were made in, carried onto each new basis by P_new^T P_old m
+            (Flora's rule; 4 d_k bytes, but a re-draw costs one more expand and project, and with
+            ``redraw=1`` little of m survives the carry: pair it with ``redraw=N``).
+        adaptive: beta in [0, 1): divide each compartment's coordinates by the running root mean square of
+            its coordinates (bias-corrected, plus ``eps``), one number per compartment; 0 (default): off. The
+            lr is then a step size free of the gradient's scale. Why per compartment: :func:`rbdlib.step.scale`.
+        eps: added to the root mean square of ``adaptive``.
         weight_decay: wd >= 0, coupled as in torch.optim.SGD: the projected gradient is g + wd theta.
             Coupled rather than decoupled (AdamW's theta <- (1 - lr wd) theta) so that the decay, like
             every other term of the loss, moves theta only inside the step's random subspace, the
@@ -231,14 +388,32 @@ class RBD(torch.optim.Optimizer):
             torch's does. No state.
 
     The rules are written once, in :mod:`rbdlib.step`, which replay and distributed training call too.
-    Momentum state is saved by :meth:`state_dict` and rebuilt by :func:`replay` from the coordinates.
+    The rules' state is saved by :meth:`state_dict` and rebuilt by :func:`replay` from the coordinates.
+    Bytes of state: momentum 4 D ("parameters") or 4 d_k per compartment plus its basis' step ("coordinates");
+    adaptive a float64 and a count per compartment; weight decay none.
+
+    Recipe for your own model: one RBD step moves on average as SGD at lr x dim/D (D its parameters), so
+    start from the lr that suits SGD scaled by D/dim, then tune (the paper's 0.5 at dim = 250 suits D of
+    about 1e5); prefer ``distribution="rademacher"`` on a CPU (one random bit per entry, the fastest); a larger
+    ``dim`` costs time in proportion and buys a cosine sqrt(dim/D) with the gradient; keep float32 parameters.
+    Notebook 01 ends with this recipe on a model of its own, notebook 09 with what momentum does (it moves
+    as plain RBD at lr / (1 - momentum)).
 
     Threads: the bases are made by rbdlib's kernels on as many threads as ``torch.get_num_threads()``, on
     torch's own OpenMP threads where torch has them (Linux), so ``import torch`` before or after ``import
     rbdlib`` makes no difference.
 
     After ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient
-    (two O(D) dot products, nothing next to the bases) and ``last_coords`` the coordinates.
+    (two O(D) dot products, nothing next to the bases, in float64 a chunk at a time) and ``last_coords`` the
+    coordinates.
+
+    Conventions of ``torch.optim``: a parameter frozen with ``requires_grad_(False)`` never moves, whatever its
+    ``.grad``; the lr of each group is read from ``param_groups`` at every step (so schedulers, and hands, set
+    it, before and after :meth:`load_state_dict`); ``copy.deepcopy`` and pickle copy everything but hooks;
+    ``step`` is excluded from ``torch.compile`` graphs (its kernels are compiled by Numba): a compiled
+    training step runs it eagerly, at a graph break. Memory of a step beyond the parameters and gradients:
+    the gradient of a compartment (4 D_k, when it spans several tensors), its step P c (4 D_k) and the
+    rule's state.
 
     >>> model = torch.nn.Linear(3, 2)
     >>> opt = RBD(model.parameters(), lr=0.1, dim=4, compartments="tensor")
@@ -249,9 +424,10 @@ class RBD(torch.optim.Optimizer):
     def __init__(self, params, lr: float, dim: int, seed: int = 0, compartments="network", redraw=1,
                  distribution: str = "normal", split_dim: bool = False, scale: float | None = None,
                  nonfinite: str = "raise", record: bool = False, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
+                 nesterov: bool = False, weight_decay: float = 0.0, memory: str = "parameters",
+                 adaptive: float = 0.0, eps: float = 1e-8):
         _check_lr(lr)
-        self.momentum, self.nesterov = _check_momentum(momentum, nesterov), nesterov
+        self.rule = _check_rule(momentum, nesterov, memory, adaptive, eps)
         self.weight_decay = _check_weight_decay(weight_decay)
         dim = check_index("dim", dim, ref.MAX_INDEX)
         if dim < 1:
@@ -279,8 +455,9 @@ class RBD(torch.optim.Optimizer):
                     self._layers.append(list(range(at, at + len(g))))
                     at += len(g)
         self.seed, self.redraw, self.distribution = seed, redraw, distribution
-        self.nonfinite, self.record = nonfinite, record
+        self.nonfinite, self.record, self.names = nonfinite, record, names
         self.steps, self.skipped, self.log = 0, 0, []
+        self.initial_weights = None  # SHA-256 of the weights the log starts from (set when recording starts)
         self.last_coords, self.last_cosine = None, float("nan")
         super().__init__(groups, dict(lr=lr))  # calls add_param_group per group, which checks them
         self._build()
@@ -294,7 +471,12 @@ class RBD(torch.optim.Optimizer):
         layout = comps.split(flat, self._compartments, self._layers)
         # an empty tensor has no directions: drop its segments (and compartments left empty)
         layout = [c for c in ([s for s in c if s[2] > s[1]] for c in layout) if c]
-        self.params, self.layout = flat, layout
+        for k, c in enumerate(layout):
+            if comps.size(c) > ref.MAX_SIZE:
+                raise ValueError(f"compartment {k} holds {comps.size(c)} elements, more than a basis direction can "
+                                 f"(2**34, the 32-bit block word of Philox counters); use compartments=N")
+        self.params, self.layout, self.shapes = flat, layout, [list(p.shape) for p in flat]
+        self.compartment_state = [{} for _ in layout]  # the rule's state per compartment (rbdlib.step)
         self.size = sum(p.numel() for p in flat)
         self.dims = comps.dims([comps.size(c) for c in self.layout], self._dim, self._split_dim)
         self.scale = 1.0 / math.sqrt(self.size) if self._scale is None else self._scale
@@ -315,6 +497,10 @@ class RBD(torch.optim.Optimizer):
             raise ValueError("add_param_group got a group without parameters")
         _check_lr(param_group.get("lr", self.defaults["lr"]), " in the added parameter group")
         building = not hasattr(self, "layout")
+        if not building and any(self.compartment_state):
+            raise RuntimeError("cannot add parameters once a rule that keeps state per compartment (coordinate "
+                               "momentum, adaptive) has stepped: its state is laid out by compartment; build a "
+                               "new optimizer")
         if not building and self.record and self.log:
             raise RuntimeError("cannot add parameters to a recording RBD that has stepped: the log "
                                "could not be replayed; build a new optimizer")
@@ -345,7 +531,7 @@ class RBD(torch.optim.Optimizer):
         """The flattened gradient of each compartment (zeros where .grad is None; plus ``weight_decay``
         theta where it is not), after checks. Returns None when a gradient is not finite and
         ``nonfinite="skip"``."""
-        return core.gradients(self.params, self.layout, self.weight_decay, self.nonfinite)
+        return core.gradients(self.params, self.layout, self.weight_decay, self.nonfinite, self.names)
 
     def coordinates(self, grads: list[torch.Tensor], worker: int = 0) -> list[torch.Tensor]:
         """c_k = P_k^T g_k for every compartment."""
@@ -362,18 +548,30 @@ class RBD(torch.optim.Optimizer):
         workers, one after the other, applied as one sum (distributed RBD with independent bases).
         """
         rates = [self.param_groups[g]["lr"] if lr is None else lr for g in self._group_of]
+        if self.record and not self.log:  # recording starts: fingerprint the weights the log starts from
+            self.initial_weights = _weights_digest(self.params)
         return core.update(self.params, self.layout, core.bases(self._plan(), self.steps, worker, workers), coords,
-                           [rate * weight for rate in rates], frozen, self.state, self.momentum, self.nesterov)
+                           [rate * weight for rate in rates], frozen, self.state, self.rule,
+                           self.compartment_state)
+
+    def check_gradients(self) -> None:
+        """The gradients a step will use are dense float32 tensors of their parameters' shapes and devices, or an
+        error names the parameter; raises before anything changes."""
+        core.check_grads(self.params, self.names)
 
     def frozen(self) -> list[int]:
-        """Indices of the parameters that have no gradient now."""
-        return [i for i, p in enumerate(self.params) if p.grad is None]
+        """Indices of the parameters that stay as they are this step: no gradient, or ``requires_grad`` off."""
+        return [i for i, p in enumerate(self.params) if core.grad_of(p) is None]
 
     def check(self) -> None:
-        """Step-time checks of what may have changed since construction (lrs, parameters); raises
-        before anything changes."""
+        """Step-time checks of what may have changed since construction (lrs, parameters, their shapes);
+        raises before anything changes."""
         _check_groups(self)
+        _check_shapes(self)
 
+    __getstate__ = _getstate
+
+    @eager
     @torch.no_grad()
     def step(self, closure=None):
         self.check()
@@ -409,12 +607,11 @@ class RBD(torch.optim.Optimizer):
             for i, a, b in compartment:
                 if i not in frozen:
                     w = self.param_groups[self._group_of[i]]["lr"] / top if top > 0 else 1.0
-                    d = delta[at:at + b - a].double()
-                    along += w * float(d @ g[at:at + b - a].double())
-                    sq += w * w * float(d @ d)
+                    along += w * _dot(delta[at:at + b - a], g[at:at + b - a])
+                    sq += w * w * _dot(delta[at:at + b - a], delta[at:at + b - a])
                 at += b - a
         norm_d = math.sqrt(sq)
-        norm_g = math.sqrt(sum(float(g.double().square().sum()) for g in grads))
+        norm_g = math.sqrt(sum(_dot(g, g) for g in grads))
         self.last_cosine = along / (norm_d * norm_g) if norm_d > 0 and norm_g > 0 else float("nan")
         self.last_coords = coords
         if self.record:
@@ -425,29 +622,44 @@ class RBD(torch.optim.Optimizer):
     # ------------------------------------------------------------------ state
     def state_dict(self):
         state = super().state_dict()
+        initial = self.initial_weights if self.log else None
         state["rbd"] = {"steps": self.steps, "skipped": self.skipped, "log": list(self.log),
-                        "log_digest": _log_digest(self.log, self.config()), "config": self.config()}
+                        "log_digest": _log_digest(self.log, self.config(), initial), "config": self.config()}
+        if initial is not None:
+            state["rbd"]["initial_weights"] = initial
+        if self.rule.per_compartment:
+            state["rbd"]["compartments"] = [{k: v.clone() if isinstance(v, torch.Tensor) else v
+                                             for k, v in entry.items()} for entry in self.compartment_state]
         return state
 
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
-        extra = _check_saved_groups(self, state_dict, "rbd", ("momentum_buffer",) if self.momentum else ())
-        keys = {"steps", "skipped", "log", "config"}
-        if not keys <= set(extra) <= keys | {"log_digest"} or (extra["log"] and "log_digest" not in extra):
+        buffers = self.rule.momentum and self.rule.memory == "parameters"
+        extra = _check_saved_groups(self, state_dict, "rbd", ("momentum_buffer",) if buffers else ())
+        keys = {"steps", "skipped", "log", "config"} | ({"compartments"} if self.rule.per_compartment else set())
+        optional = {"log_digest", "initial_weights"}
+        if not keys <= set(extra) <= keys | optional or (extra["log"] and "log_digest" not in extra):
             raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
-                             "['config', 'log', 'log_digest', 'skipped', 'steps'] (states saved before the "
-                             "digest existed may lack it when their log is empty)")
+                             f"{sorted(keys | {'log_digest'})} and, with a log, 'initial_weights' (states saved "
+                             "before the digest existed may lack it when their log is empty)")
         if extra["config"] != self.config():
             raise ValueError(f"state_dict was saved with a different configuration:\n saved {extra['config']}\n"
                              f" here  {self.config()}")
         steps, skipped = _check_count("steps", extra["steps"]), _check_count("skipped", extra["skipped"])
         log = extra["log"]
         if log:
-            _check_log(log, steps, self.config(), extra["log_digest"])
+            _check_log(log, steps, self.config(), extra["log_digest"], extra.get("initial_weights"))
+        elif "initial_weights" in extra:
+            raise ValueError("the saved 'rbd' entry has initial_weights but no log")
+        kept = _check_compartment_state(extra.get("compartments", [{} for _ in self.dims]), self.dims, self.rule)
         # torch loads state tensors without copying them: clone, so that this optimizer's buffers are its own
         saved = {i: {k: v.clone() for k, v in entry.items()} for i, entry in state_dict["state"].items()}
         super().load_state_dict({**{k: v for k, v in state_dict.items() if k != "rbd"}, "state": saved})
         self.steps, self.skipped, self.log = steps, skipped, list(log)
+        self.initial_weights = extra.get("initial_weights")
+        device = self.params[0].device
+        self.compartment_state = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in e.items()}
+                                  for e in kept]
 
     def config(self) -> dict:
         """Everything that fixes the bases and the update rule: enough, with the coordinate log, to replay a
@@ -455,10 +667,9 @@ class RBD(torch.optim.Optimizer):
         checkpoints made with it) is what it was before rules existed."""
         config = {"seed": self.seed, "redraw": self.redraw, "distribution": self.distribution,
                   "scale": self.scale, "dims": list(self.dims), "layout": [list(map(list, c)) for c in self.layout],
-                  "shapes": [list(p.shape) for p in self.params],
+                  "shapes": [list(shape) for shape in self.shapes],
                   "groups": [len(g["params"]) for g in self.param_groups]}
-        if self.momentum:
-            config.update(momentum=self.momentum, nesterov=self.nesterov)
+        config.update(_rule_config(self.rule))
         if self.weight_decay:
             config.update(weight_decay=self.weight_decay)
         return config
@@ -495,6 +706,7 @@ class StaleFPD(RBD):
         super().__init__(params, lr, dim, redraw=None, **kwargs)
         self.stale = None  # the previous step's coordinates, one tensor per compartment
 
+    @eager
     @torch.no_grad()
     def step(self, closure=None):
         if closure is None:
@@ -549,6 +761,11 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
 
     The steps are those of :mod:`rbdlib.step`, as in training: a run with momentum rebuilds its buffers
     from the coordinates on the way (weight decay is already in the coordinates).
+
+    Everything is checked before a parameter changes: the record's layout (every index), its log and digest,
+    and that ``initial_state`` is the weights the log starts from (the record keeps their SHA-256,
+    ``initial_weights``, taken when recording started). The digest protects against accidents, not against
+    forgery: see :func:`_log_digest` for its trust model.
     """
     params = list(params)
     values = list(initial_state.values()) if isinstance(initial_state, dict) else list(initial_state)
@@ -557,41 +774,47 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
                          f"(a dict with 'config', 'log', 'steps'), got {type(record).__name__}")
     config, log = record["config"], record["log"]
     keys = {"seed", "redraw", "distribution", "scale", "dims", "layout", "shapes", "groups"}
-    rule = {"momentum", "nesterov", "weight_decay"}
+    rule = {"momentum", "nesterov", "weight_decay", "memory", "adaptive", "eps"}
     if not isinstance(config, dict) or not keys <= set(config) <= keys | rule:
         raise ValueError(f"record['config'] must be an RBD config with the keys {sorted(keys)} "
                          f"(and, where set, {sorted(rule)})")
+    _check_params(params, "replay")
+    if [list(p.shape) for p in params] != config["shapes"]:
+        raise ValueError("params do not match the shapes the record was made with")
+    _check_plan(config, config["shapes"])
     steps = _check_count("steps", record["steps"])
     if steps and not log:
         raise ValueError(f"the record holds no coordinate log for its {steps} steps: build the optimizer "
                          "with record=True to make a replayable run")
-    _check_log(log, steps, config, record.get("log_digest"))
+    _check_log(log, steps, config, record.get("log_digest"), record.get("initial_weights"))
     if upto is not None and (isinstance(upto, bool) or not isinstance(upto, int) or not 0 <= upto <= steps):
         raise ValueError(f"upto must be None or an int in [0, {steps}], got {upto!r}")
-    _check_params(params, "replay")
-    if [list(p.shape) for p in params] != config["shapes"]:
-        raise ValueError("params do not match the shapes the record was made with")
     if not all(isinstance(v, torch.Tensor) for v in values) or [list(v.shape) for v in values] != config["shapes"]:
         raise ValueError(f"initial_state holds {len(values)} tensors whose shapes do not match the "
                          f"{len(params)} parameters (pass the initial parameters only, in optimizer order)")
+    if log and _weights_digest(values) != record["initial_weights"]:
+        raise ValueError("initial_state is not the weights this record starts from (their SHA-256 differs from "
+                         "the record's initial_weights): pass the run's initial parameters, in optimizer order")
     check_index("seed", config["seed"], ref.MAX_SEED)
     if config["redraw"] is not None and check_index("redraw", config["redraw"], ref.MAX_INDEX) < 1:
         raise ValueError("the record's redraw must be a positive number of steps or None")
     check_distribution(config["distribution"])
     _check_scale(config["scale"])
-    nesterov = config.get("nesterov", False)
-    momentum = _check_momentum(config.get("momentum", 0.0), nesterov)
+    rule = _check_rule(config.get("momentum", 0.0), config.get("nesterov", False),
+                       config.get("memory", "parameters"), config.get("adaptive", 0.0), config.get("eps", 1e-8))
+    if _rule_config(rule) != {k: config[k] for k in ("momentum", "nesterov", "memory", "adaptive", "eps")
+                              if k in config}:
+        raise ValueError("the record's rule options are not as an RBD writes them (an option at its default, "
+                         "or eps without adaptive)")
     plan = dict(config, layout=[[tuple(s) for s in c] for c in config["layout"]])
     group_of = [g for g, n in enumerate(config["groups"]) for _ in range(n)]
-    if len(group_of) != len(params):
-        raise ValueError(f"the record's groups {config['groups']} do not hold its {len(params)} parameters")
-    state = {}  # the rule's state (momentum buffers), rebuilt from the coordinates
+    state, kept = {}, [{} for _ in plan["dims"]]  # the rule's state, rebuilt from the coordinates
     for p, v in zip(params, values):
         p.copy_(v)
     for t, entry in enumerate(log[:upto]):
         coords = list(torch.split(entry["coords"].to(params[0].device), plan["dims"]))
         core.update(params, plan["layout"], core.bases(plan, t), coords, [entry["lrs"][g] for g in group_of],
-                    entry["frozen"], state, momentum, nesterov)
+                    entry["frozen"], state, rule, kept)
 
 
 class NES(torch.optim.Optimizer):
@@ -613,6 +836,10 @@ class NES(torch.optim.Optimizer):
     * ``antithetic=True``: offspring come in mirrored pairs theta +- sigma * eps_m (``dim`` even,
       ``dim / 2`` directions), which cancels the even part of the loss from the estimate.
 
+    NES uses no gradients, so it perturbs and moves every parameter it was given, ``requires_grad`` or not:
+    give it only those to train. As torch's optimizers, it copies with ``copy.deepcopy`` and pickle, reads its
+    lr from ``param_groups`` at every step, and runs eagerly inside ``torch.compile``.
+
     >>> model = torch.nn.Linear(2, 1)
     >>> opt = NES(model.parameters(), lr=0.1, dim=4)
     >>> loss = opt.step(lambda: model(torch.ones(1, 2)).square().sum())
@@ -633,7 +860,7 @@ class NES(torch.optim.Optimizer):
         _check_flag("antithetic", antithetic)
         if antithetic and dim % 2:
             raise ValueError(f"antithetic NES evaluates mirrored pairs, so dim must be even, got {dim}")
-        groups, _, _ = _flat_params(params)
+        groups, _, self.names = _flat_params(params)
         _check_params([p for g in groups for p in g["params"]], "NES")  # before torch sees duplicates
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
@@ -641,6 +868,7 @@ class NES(torch.optim.Optimizer):
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
+        self.shapes = [list(p.shape) for p in self.params]
         self.size = _check_size(self.params, "NES")
         self.dim, self.sigma, self.seed = dim, float(sigma), check_index("seed", seed, ref.MAX_SEED)
         self.distribution = check_distribution(distribution)
@@ -660,8 +888,11 @@ class NES(torch.optim.Optimizer):
     def check(self) -> None:
         """Step-time checks of what may have changed since construction (lrs, parameters)."""
         _check_groups(self)
+        _check_shapes(self)
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
+
+    __getstate__ = _getstate
 
     def add_param_group(self, param_group: dict) -> None:
         if hasattr(self, "params"):
@@ -669,6 +900,7 @@ class NES(torch.optim.Optimizer):
                                       "of them); build a new NES with every parameter")
         super().add_param_group(param_group)
 
+    @eager
     @torch.no_grad()
     def step(self, closure):
         if closure is None or not callable(closure):

@@ -13,7 +13,9 @@ with the Random123 block function Philox4x32-10 (cuRAND's ``Philox4_32_10``) and
               j // 128 for "rademacher"          (one call gives 128 sign bits).
 
 Nothing here depends on chunk sizes, threads or devices, so every backend (this module, the
-compiled CPU kernel, the CUDA kernel) produces the same 32-bit words.
+compiled CPU kernel, the CUDA kernel) produces the same 32-bit words. The block word has 32 bits, so a
+direction holds at most ``MAX_SIZE = 2**34`` elements (``RandomBases`` refuses longer ones): past that
+the counter would wrap and the direction repeat itself.
 
 The transforms use only operations that IEEE 754 rounds exactly the same way everywhere
 (integer arithmetic, float32 ``+ - * /`` and ``sqrt``, no fused multiply-add), with our own
@@ -43,6 +45,7 @@ VARIANCE = {"normal": 1.0, "uniform": 1.0 / 3.0, "rademacher": 1.0}
 
 MAX_SEED = 2**64 - 1
 MAX_INDEX = 2**32 - 1  # step, compartment, direction and block are 32-bit counter words
+MAX_SIZE = 2**34  # elements of one direction: 2**32 blocks of four (normal, uniform), so the block word never wraps
 
 # float32 constants of the transforms (shared with the compiled kernels, which import them)
 LN2 = np.float32(0.6931471805599453)

@@ -65,6 +65,29 @@ def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy", 
     return fig
 
 
+def plot_image_rows(rows: dict, vmin: float = 0.0, vmax: float = 1.0, title: str = ""):
+    """One row of grey images per label: ``rows[label]`` is an ``N x 1 x H x W`` tensor (or array). All
+    panels share one colour scale, ``vmin`` to ``vmax``, so a brightness shift shows as a shift in grey.
+
+    >>> import torch
+    >>> fig = plot_image_rows({"a": torch.zeros(3, 1, 4, 4), "b": torch.ones(3, 1, 4, 4)})
+    >>> len(fig.axes)
+    6
+    """
+    cols = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 1.6, 1.35 * len(rows) + 0.4), squeeze=False)
+    for ax_row, (label, images) in zip(axes, rows.items()):
+        for ax, image in zip(ax_row, images):
+            ax.imshow(np.asarray(image)[0], cmap="gray", vmin=vmin, vmax=vmax)
+        for ax in ax_row:
+            ax.set_xticks([]), ax.set_yticks([])
+        ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plane_basis(azimuth: float, elevation: float, dim: int = 2) -> np.ndarray:
     """A 3 x ``dim`` matrix with orthonormal columns spanning the plane (dim=2) or a line in it (dim=1)
     whose normal points at (azimuth, elevation), in degrees.

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import rbdlib
-from rbdlib.distributed import DistributedRBD, LaunchError, communication, launch
+from rbdlib.distributed import DistributedRBD, LaunchError, communication, free_port, launch
 from rbdlib.distributed.protocol import agree
 
 STEPS, BATCH = 4, 8
@@ -286,6 +289,57 @@ def test_a_stalled_or_dead_worker_is_an_error_not_a_hang():
     assert error is not None and waited <= timeout + 5, (waited, error)
     print(f"stalled peer: error after {info.value.results[0]['stalled'][0]:.1f} s (timeout {timeout} s); "
           f"dead peer: error after {waited:.1f} s: {error.splitlines()[0][:120]}")
+
+
+# ------------------------------------------------------------------------------ issue 29: failures that end cleanly
+def _ranks(*environments) -> list[tuple[int, str]]:
+    """``init(timeout=2)`` in one process per environment (RANK, WORLD_SIZE, MASTER_ADDR/PORT set by hand, as
+    without torchrun): each one's exit code and the last line it wrote to stderr."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    procs = [subprocess.Popen([sys.executable, "-c", "import rbdlib.distributed as d; d.init(timeout=2)"],
+                              env={**base, **env}, stderr=subprocess.PIPE, text=True) for env in environments]
+    out = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        out.append((p.returncode, err.strip().splitlines()[-1]))
+    return out
+
+
+def test_a_master_port_held_by_another_program_is_named_by_every_rank():
+    """Rank 1 used to wait for ever on the other program (torch's store client ignores its timeout there)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(other.getsockname()[1]), WORLD_SIZE="2")
+        (rc0, err0), (rc1, err1) = _ranks(dict(env, RANK="0"), dict(env, RANK="1"))
+    assert rc0 == 1 and err0.startswith("RuntimeError: rank 0 cannot serve the process group on 127.0.0.1:")
+    assert "the port is in use by another program" in err0
+    assert rc1 == 1 and err1.startswith("RuntimeError: rank 1 reached 127.0.0.1:")
+    assert "another program holds the port (MASTER_PORT)" in err1
+
+
+def test_a_world_size_mismatch_is_named_by_every_rank():
+    env = dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    (rc0, err0), (rc1, err1) = _ranks(dict(env, RANK="0", WORLD_SIZE="2"), dict(env, RANK="1", WORLD_SIZE="3"))
+    assert rc0 == 1 and err0 == ("RuntimeError: WORLD_SIZE mismatch: rank 1 was started with WORLD_SIZE=3, this "
+                                 "rank (0) with WORLD_SIZE=2; start every rank with the same world size")
+    assert rc1 == 1 and err1 == ("RuntimeError: WORLD_SIZE mismatch: rank 0 was started with WORLD_SIZE=2, this "
+                                 "rank (1) with WORLD_SIZE=3; start every rank with the same world size")
+
+
+def worker_fails_or_hangs(rank, world_size):
+    """Rank 0 fails at once; rank 1 hangs outside any collective (no timeout can end it)."""
+    if rank == 0:
+        raise ValueError("rank 0 gives up")
+    time.sleep(3600)
+
+
+def test_launch_ends_the_ranks_still_running_after_one_failed():
+    """Not at join_timeout (10 minutes here): ``timeout`` + 5 s after the failure."""
+    with pytest.raises(LaunchError) as info:
+        launch(worker_fails_or_hangs, 2, timeout=1, join_timeout=600)
+    assert "ValueError: rank 0 gives up" in info.value.failures[0]
+    assert info.value.failures[1] == "still running 6 s after rank(s) [0] failed; terminated"
 
 
 def test_bytes_per_step_fc_network_against_ddp():

@@ -162,6 +162,22 @@ def test_checkpoints_load_without_running_code_and_are_checked(tmp_path):
         experiments.load_checkpoint(folder / "good.pt", "rbd", 0)
 
 
+def test_a_checkpoint_that_unpacks_beyond_its_limit_is_refused_before_loading(tmp_path):
+    # a 2 MB zip whose compressed tensor record unpacks to 256 MB (a bomb): refused by its declared sizes
+    import zipfile
+    torch.save({"x": torch.zeros(4)}, tmp_path / "plain.pt")
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, zipfile.ZipFile(bomb, "w") as dst:
+        for entry in src.infolist():
+            data = src.read(entry)
+            if entry.filename.endswith("/data/0"):
+                data = bytes(256 * 2**20)
+            dst.writestr(entry.filename, data, compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2**21
+    with pytest.raises(ValueError, match=r"unpacks to 268,4\d\d,\d+ bytes, more than the 67,108,864"):
+        experiments.load_checkpoint(bomb, "sgd", 0, limit=64 * 2**20)
+
+
 @pytest.mark.parametrize("spec, match", [
     ("sgd:compartments=../../../../escaped", "sgd does not use option 'compartments'"),
     ("rbd:compartments=../../escaped", "bad value '../../escaped' for compartments"),
@@ -199,9 +215,11 @@ def test_options_mean_what_they_say():
     sgd = experiments.make_optimizer("sgd", {"momentum": 0.9, "nesterov": True}, model,
                                      experiments.PAPER["fc-fmnist"], args)
     assert sgd.param_groups[0]["momentum"] == 0.9 and sgd.param_groups[0]["nesterov"]
-    rbd = experiments.make_optimizer("rbd", experiments.parse_method("rbd:momentum=0.5,weight_decay=0.01")[1], model,
-                                     experiments.PAPER["fc-fmnist"], args)
-    assert (rbd.momentum, rbd.nesterov, rbd.weight_decay) == (0.5, False, 0.01)
+    spec = "rbd:momentum=0.5,weight_decay=0.01,memory=coordinates,adaptive=0.99,redraw=10"
+    rbd = experiments.make_optimizer("rbd", experiments.parse_method(spec)[1], model, experiments.PAPER["fc-fmnist"],
+                                     args)
+    assert (rbd.rule.momentum, rbd.rule.nesterov, rbd.rule.memory, rbd.rule.adaptive, rbd.weight_decay,
+            rbd.redraw) == (0.5, False, "coordinates", 0.99, 0.01, 10)
 
 
 def test_run_folders_stay_inside_out_and_differ_per_spec(tmp_path):

@@ -15,6 +15,7 @@ import gzip
 import io
 import math
 import re
+import socket
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -245,6 +246,65 @@ bad("RBD.step(param_groups' params replaced)", lambda w: w.rbd.step(), RuntimeEr
     prepare=lambda w: w.rbd.param_groups[0].__setitem__("params", list(w.twin.parameters())))
 bad("RBD.step(closure raises)", lambda w: w.rbd.step(lambda: 1 / 0), ZeroDivisionError, "division by zero")
 
+
+def grad_data(module: int, name: str, value):
+    """Replace a gradient's data behind torch's back (``p.grad = ...`` checks shape and dtype; ``.data`` does not)."""
+    return lambda w: setattr(getattr(w.net[module], name).grad, "data", value)
+
+
+for name, value, error, match in [
+    ("more elements", torch.zeros(5), ValueError,
+     r"the gradient of parameter 1 has shape \(5,\), but the parameter has shape \(4,\)"),
+    ("fewer elements", torch.zeros(3), ValueError, r"the gradient of parameter 1 has shape \(3,\)"),
+    ("another shape", torch.zeros(2, 2), ValueError, r"the gradient of parameter 1 has shape \(2, 2\)"),
+    ("float64", torch.zeros(4, dtype=torch.float64), TypeError,
+     "the gradient of parameter 1 is torch.float64 on cpu; rbdlib needs a float32 gradient"),
+    ("float16", torch.zeros(4, dtype=torch.float16), TypeError, "the gradient of parameter 1 is torch.float16"),
+]:
+    bad(f"RBD.step(a gradient of {name} than its parameter)" if "elements" in name else
+        f"RBD.step(a gradient of {name})", lambda w: w.rbd.step(), error, match, prepare=grad_data(0, "bias", value))
+
+
+def twin_grads(edit):
+    def prepare(w):
+        loss(w.twin).backward()
+        edit(w)
+    return prepare
+
+
+bad("RBD.step(named parameters, a gradient of another shape) names the parameter",
+    lambda w: RBD(w.twin.named_parameters(), lr=0.1, dim=3).step(), ValueError,
+    r"the gradient of parameter 2 \('2.weight'\) has shape \(8,\)",
+    prepare=twin_grads(lambda w: setattr(w.twin[2].weight.grad, "data", torch.zeros(8))))
+bad("RBD.step(named parameters, frozen layer's gradient float64) names the parameter",
+    lambda w: RBD(w.twin.named_parameters(), lr=0.1, dim=3).step(), TypeError,
+    r"the gradient of parameter 3 \('2.bias'\) is torch.float64",
+    prepare=twin_grads(lambda w: setattr(w.twin[2].bias.grad, "data", torch.zeros(2, dtype=torch.float64))))
+bad("RBD.step(a parameter given more elements after construction)", lambda w: w.rbd.step(), ValueError,
+    r"parameter 3 has shape \(5,\), but the optimizer was built for \(2,\)",
+    prepare=lambda w: (setattr(w.net[2].bias, "grad", None), setattr(w.net[2].bias, "data", torch.zeros(5))))
+bad("RBD.step(a parameter given fewer elements after construction)", lambda w: w.rbd.step(), ValueError,
+    r"parameter 0 has shape \(3, 3\), but the optimizer was built for \(4, 3\)",
+    prepare=lambda w: (setattr(w.net[0].weight, "grad", None), setattr(w.net[0].weight, "data", torch.zeros(3, 3))))
+
+
+def frozen_layer_stays(w, _):
+    weight = w.net[0].weight
+    before = weight.detach().clone()
+    weight.requires_grad_(False)
+    weight.grad = torch.ones_like(weight)          # a gradient left from before the freeze
+    others = [p.detach().clone() for p in list(w.net.parameters())[1:]]
+    w.rbd.step()
+    w.rbd.zero_grad(set_to_none=False)             # torch leaves a frozen layer a zero gradient
+    loss(w.net).backward()
+    w.rbd.step()
+    assert torch.equal(weight, before) and w.rbd.log[-1]["frozen"] == [0]
+    assert not any(torch.equal(p, q) for p, q in zip(list(w.net.parameters())[1:], others))
+
+
+good("RBD.step(a layer frozen with requires_grad_(False) and a .grad) never moves it", lambda w: None,
+     frozen_layer_stays)
+
 # --- add_param_group
 for name, group, error, match in [
     ("a parameter it has", lambda w: {"params": [w.net[0].weight]}, ValueError, "given more than once"),
@@ -329,6 +389,14 @@ for name, edit, error, match in [
         r"log entry 1: frozen must list parameter indices in \[0, 4\)"),
     ("edited coordinates", lambda s: s["rbd"]["log"][0]["coords"].mul_(2), ValueError, "does not match its digest"),
     ("no digest", lambda s: s["rbd"].pop("log_digest"), ValueError, "has the keys .* expected .*log_digest"),
+    ("no initial_weights", lambda s: s["rbd"].pop("initial_weights"), ValueError,
+     r"initial_weights must be the SHA-256 \(64 hex digits\) of the weights its log starts from, got 'None'"),
+    ("initial_weights not hex", lambda s: s["rbd"].__setitem__("initial_weights", "x" * 64), ValueError,
+     "initial_weights must be the SHA-256"),
+    ("another run's initial_weights", lambda s: s["rbd"].__setitem__("initial_weights", "0" * 64), ValueError,
+     "does not match its digest"),
+    ("initial_weights without a log", lambda s: s["rbd"].update(log=[], steps=0), ValueError,
+     "has initial_weights but no log"),
 ]:
     if edit is None:
         bad(f"RBD.load_state_dict({name})", lambda w: w.rbd.load_state_dict([w.rbd.state_dict()]), error, match)
@@ -349,6 +417,14 @@ good("RBD.load_state_dict(a state saved under an lr scheduler)",
 
 
 # --- replay
+def forged(edit):
+    """A record whose configuration ``edit`` changed, its (unkeyed) digest recomputed as a forger would."""
+    def apply(record):
+        edit(record["config"])
+        record["log_digest"] = rbdlib.optim._log_digest(record["log"], record["config"], record["initial_weights"])
+    return apply
+
+
 def replayed(edit=None, upto=None, params=None, initial=None):
     def run(w):
         record = copy.deepcopy(w.record)
@@ -387,6 +463,32 @@ for name, kw, error, match in [
     ("upto=1.5", dict(upto=1.5), ValueError, "upto must be None or an int"),
     ("float16 params", dict(params=lambda w: [p.detach().half() for p in w.twin.parameters()]), TypeError,
      "replay needs float32 parameters"),
+    ("another run's initial weights", dict(initial=lambda w: [p + 1e-3 for p in w.initial]), ValueError,
+     "initial_state is not the weights this record starts from"),
+    ("initial weights of another seed", dict(initial=lambda w: list(net(1).parameters())), ValueError,
+     "initial_state is not the weights this record starts from"),
+    ("no initial_weights", dict(edit=lambda r: r.pop("initial_weights")), ValueError,
+     "initial_weights must be the SHA-256"),
+    ("initial_weights of other weights", dict(edit=lambda r: r.__setitem__("initial_weights", "ab" * 32)),
+     ValueError, "does not match its digest"),
+    ("a forged index in the layout, digest recomputed", dict(edit=forged(lambda c: c["layout"][0].__setitem__(
+        0, [9, 0, 12]))), ValueError, r"compartment 0 holds the segment \[9, 0, 12\], not \[i, a, b\]"),
+    ("a forged segment past its parameter, digest recomputed", dict(edit=forged(
+        lambda c: c["layout"][0].__setitem__(1, [1, 0, 400]))), ValueError, r"holds the segment \[1, 0, 400\]"),
+    ("a negative start in the layout, digest recomputed", dict(edit=forged(
+        lambda c: c["layout"][0].__setitem__(1, [1, -4, 4]))), ValueError, r"holds the segment \[1, -4, 4\]"),
+    ("a segment twice, digest recomputed", dict(edit=forged(lambda c: c["layout"][0].append([1, 0, 4]))),
+     ValueError, "does not cover the elements of parameter 1 exactly once"),
+    ("a parameter left out of the layout, digest recomputed", dict(edit=forged(lambda c: c["layout"][0].pop())),
+     ValueError, "does not cover the elements of parameter 3 exactly once"),
+    ("a layout of strings, digest recomputed", dict(edit=forged(lambda c: c.__setitem__("layout", ["abc"]))),
+     ValueError, "compartment 0 must be a non-empty list of"),
+    ("dims=[0], digest recomputed", dict(edit=forged(lambda c: c.__setitem__("dims", [0]))), ValueError,
+     "dims must list positive directions per compartment"),
+    ("dims a string, digest recomputed", dict(edit=forged(lambda c: c.__setitem__("dims", "3"))), ValueError,
+     "dims must list positive directions"),
+    ("groups=[5], digest recomputed", dict(edit=forged(lambda c: c.__setitem__("groups", [5]))), ValueError,
+     r"groups \[5\] do not hold its 4 parameters"),
 ]:
     run = (lambda w: replay(w.twin.parameters(), w.initial, [w.record])) if name == "record a list" else replayed(**kw)
     bad(f"replay({name})", run, error, match)
@@ -444,6 +546,9 @@ bad("NES.step(lr=-1 in param_groups)", lambda w: w.nes.step(lambda: loss(w.nes_n
 bad("NES.step(a NaN loss)", lambda w: w.nes.step(lambda: torch.tensor(math.nan)), FloatingPointError,
     "an offspring's loss is not finite; the parameters were left unchanged")
 bad("NES.step(closure raises)", lambda w: w.nes.step(lambda: [][1]), IndexError, "list index out of range")
+bad("NES.step(a parameter given more elements after construction)", lambda w: w.nes.step(lambda: loss(w.nes_net)),
+    ValueError, r"parameter 3 has shape \(6,\), but the optimizer was built for \(2,\)",
+    prepare=lambda w: setattr(w.nes_net[2].bias, "data", torch.zeros(6)))
 bad("NES.add_param_group", lambda w: w.nes.add_param_group({"params": [torch.zeros(2)]}), NotImplementedError,
     "NES cannot add parameters after construction")
 for name, edit, error, match in [
@@ -525,6 +630,9 @@ for name, kw, error, match in [
     ("scale=True", dict(scale=True), ValueError, "scale must be a positive finite number, got True"),
     ("scale=inf", dict(scale=math.inf), ValueError, "scale must be a positive finite number, got inf"),
     ("offset=-1", dict(offset=-1), ValueError, "offset must be in"),
+    ("size=2**34+1", dict(size=2**34 + 1), ValueError,
+     r"size must be at most 2\*\*34 = 17179869184 elements per compartment .* got 17179869185"),
+    ("size=2**40", dict(size=2**40), ValueError, r"size must be at most 2\*\*34"),
 ]:
     bad(f"RandomBases({name})", lambda w, kw=kw: RandomBases(**{**B, **kw}), error, match)
 for name, call, error, match in [
@@ -576,12 +684,21 @@ for name, filename, content, error, match in [
 ]:
     bad(f"load_dataset({name})", lambda w: load_dataset("mnist", root=w.data_dir, download=False, val_size=5), error,
         match, prepare=corrupt(filename, content))
+good("RandomBases(size=2**34) is the largest direction", lambda w: RandomBases(**{**B, "size": 2**34}),
+     lambda w, b: b.size == 2**34 or pytest.fail(str(b)))
 good("load_dataset(val_size=1)", lambda w: load_dataset("mnist", root=w.data_dir, download=False, val_size=1),
      lambda w, ds: (len(ds.val_x), len(ds.train_x)) == (1, 19) or pytest.fail("val_size=1 not honoured"))
 bad("batches(batch_size=0)", lambda w: next(iter(data.batches(torch.zeros(4, 1), torch.zeros(4), 0))), ValueError,
     "batch_size must be a positive integer, got 0")
 bad("batches(x and y differ)", lambda w: next(iter(data.batches(torch.zeros(4, 1), torch.zeros(3), 2))), ValueError,
     r"x and y differ in length \(4 vs 3\)")
+for value in (2.5, True, "4", -3):
+    bad(f"batches(batch_size={value!r})",
+        lambda w, v=value: next(iter(data.batches(torch.zeros(4, 1), torch.zeros(4), v))), ValueError,
+        f"batch_size must be a positive integer, got {value!r}")
+for value in (-1, 1.5, "2", True):
+    bad(f"random_crop(pad={value!r})", lambda w, v=value: data.random_crop(torch.zeros(2, 1, 4, 4), v), ValueError,
+        rf"pad must be a non-negative integer \(pixels on each side\), got {re.escape(repr(value))}")
 bad("random_crop(a 3-D batch)", lambda w: data.random_crop(torch.zeros(2, 4, 4), 1), ValueError,
     "random_crop expects a batch N x C x H x W")
 
@@ -606,6 +723,22 @@ for name, make, error, match in [
      "torch.distributed is not initialized"),
 ]:
     bad(f"DistributedRBD({name})", make, error, match)
+def held_port(run):
+    """``run(port)`` while another program (a listening socket here) holds the port."""
+    def case(w):
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            return run(other.getsockname()[1])
+    return case
+
+
+bad("launch(port held by another program) says so before starting a process",
+    held_port(lambda port: distributed.launch(distributed.train, 2, port=port)), RuntimeError,
+    r"port \d+ on 127.0.0.1 is in use by another program .* No process was started")
+for value in (0, -1, 2**16, 1.5, "29500", True):
+    bad(f"launch(port={value!r})", lambda w, v=value: distributed.launch(distributed.train, 2, port=v), ValueError,
+        f"port must be None \\(a free port\\) or an int in \\[1, 65535\\], got {re.escape(repr(value))}")
 good("communication(world_size=2)", lambda w: distributed.communication(w.rbd, 2),
      lambda w, c: c["coord_bytes_per_step"] == 4 * 3 * 2 or pytest.fail(str(c)))
 

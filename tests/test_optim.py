@@ -892,3 +892,14 @@ def test_add_param_group_trains_the_new_parameters_like_an_optimizer_built_with_
         opt.step()
     assert all(torch.equal(p, q) for p, q in zip(grown.params, whole.params))
     assert not torch.equal(net[4].weight, small_net()[4].weight)  # the added group trained
+
+
+def test_last_cosine_dot_products_a_chunk_at_a_time_are_float64_dot_products():
+    """The cosine's dot products run in float64 a chunk at a time (no float64 copy of D numbers): against one
+    float64 dot product, across chunk boundaries and a short last chunk."""
+    from rbdlib.optim import _dot
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1000, generator=g), torch.randn(1000, generator=g)
+    for chunk in (1, 7, 999, 1000, 2**20):
+        assert _dot(x, y, chunk) == pytest.approx(float(x.double() @ y.double()), rel=1e-12, abs=1e-12)

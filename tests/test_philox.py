@@ -239,6 +239,22 @@ def test_kernel_materialize_is_bit_identical_to_reference(distribution, size):
 
 
 @pytest.mark.parametrize("distribution", ref.DISTRIBUTIONS)
+def test_kernel_is_the_reference_up_to_the_last_block_of_the_largest_direction(distribution):
+    """The block word has 32 bits: a direction holds 2**34 elements (2**32 blocks of four), where the word would
+    wrap, so RandomBases refuses longer ones. The kernel's last blocks below that limit are the reference's,
+    generated alone (no 2**34-element allocation)."""
+    assert (ref.MAX_SIZE - 1) // ref.ELEMENTS_PER_BLOCK["normal"] == ref.MAX_INDEX
+    per, seed = ref.ELEMENTS_PER_BLOCK[distribution], 2**40 + 3
+    out = np.full(2 * per, np.nan, np.float32)
+    cpu.fill(out, cpu.CODES[distribution], 2**32 - 2, 2, 5, 1, 7, np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32))
+    expected = ref.elements(seed, 7, 1, 5, (2**32 - 2) * per, 2 * per, distribution)
+    np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
+    assert rbdlib.RandomBases(seed, 0, 0, 1, ref.MAX_SIZE).size == ref.MAX_SIZE  # allocates nothing
+    with pytest.raises(ValueError, match=r"size must be at most 2\*\*34"):
+        rbdlib.RandomBases(seed, 0, 0, 1, ref.MAX_SIZE + 1)
+
+
+@pytest.mark.parametrize("distribution", ref.DISTRIBUTIONS)
 def test_bases_materialize_is_bit_identical_to_reference(distribution):
     """Through RandomBases (scale 1, offset), several directions at once."""
     for seed, step, comp, _ in KERNEL_CASES[:-1]:

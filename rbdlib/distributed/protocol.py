@@ -25,11 +25,12 @@ gradient all-reduce (DDP). Two schemes:
   is -lr (dim/D) mean_r g_r in both. To reproduce the reference, multiply ``lr`` by W.
 
 Both schemes step through the wrapped optimizer's :meth:`~rbdlib.RBD.apply`, that is the functional core
-:mod:`rbdlib.step` that single-process training and replay use, so every update rule (momentum, Nesterov,
-weight decay) works here as there: its state is a function of the exchanged coordinates, the same on every
-rank. Every rank applies the same additions in rank order, so all ranks end bit-identical without ever
-sending weights or optimizer state. At start-up the ranks compare a fingerprint of their initial weights, seed, bases
-configuration, hyper-parameters and step counter and raise a clear error naming the ranks that differ.
+:mod:`rbdlib.step` that single-process training and replay use, so every update rule (momentum
+in parameters or coordinates, Nesterov, the adaptive scale, weight decay) works here as there: its state is a
+function of the exchanged coordinates, the same on every rank. Every rank applies the same additions in rank
+order, so all ranks end bit-identical without ever sending weights or optimizer state. At start-up the ranks
+compare a fingerprint of their initial weights and rule state, seed, bases configuration, hyper-parameters and
+step counter and raise a clear error naming the ranks that differ.
 A non-finite gradient on any rank makes all ranks raise or skip together, and an error on one rank inside
 ``step`` (its closure, a sparse gradient, a bad lr) reaches the others at once: flags ride in the same
 message as the coordinates, so agreeing costs no extra round trip. Buffers of the model (batch-norm running
@@ -60,7 +61,7 @@ import torch
 import torch.distributed as dist
 
 from ..bases import check_index
-from ..optim import RBD
+from ..optim import RBD, _getstate, eager
 
 SCHEMES = ("shared", "independent")
 FLOAT_BYTES = 4
@@ -127,6 +128,27 @@ ERROR_FLAG = float(2**20)  # added to the flag word by a rank whose step failed;
 # The optimizer
 
 
+class _Shared:
+    """An attribute of the wrapped optimizer (``param_groups``, ``state``), read and written through, so that
+    whatever replaces it there (the wrapped optimizer's ``load_state_dict``, a copy) is what the wrapper and
+    the schedulers built on it see. torch's ``Optimizer.__init__`` sets it before the wrapped optimizer is
+    known: until then it is kept on the wrapper."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return getattr(obj.optimizer, self.name) if "optimizer" in obj.__dict__ else obj.__dict__[self.name]
+
+    def __set__(self, obj, value):
+        if "optimizer" in obj.__dict__:
+            setattr(obj.optimizer, self.name, value)
+        else:
+            obj.__dict__[self.name] = value
+
+
 def _digest(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "little") & (2**63 - 1)
 
@@ -151,8 +173,10 @@ class DistributedRBD(torch.optim.Optimizer):
             broadcast from rank 0 after every step (DDP's ``broadcast_buffers``) and fingerprinted.
 
     Use it like the optimizer: ``loss.backward(); dopt.step(); dopt.zero_grad()``. It is a
-    ``torch.optim.Optimizer`` sharing the wrapped optimizer's ``param_groups``, so ``torch.optim.lr_scheduler``
-    schedulers drive it. Attributes: ``bytes_per_step`` (what one rank receives per step: the coordinate
+    ``torch.optim.Optimizer`` whose ``param_groups`` and ``state`` are the wrapped optimizer's, read through (also
+    after either one's ``load_state_dict``), so ``torch.optim.lr_scheduler`` schedulers drive it. ``copy.deepcopy``
+    and pickle copy it with the wrapped optimizer (on the default process group only); ``step`` runs eagerly
+    under ``torch.compile``. Attributes: ``bytes_per_step`` (what one rank receives per step: the coordinate
     collective and the buffers), ``coord_bytes_per_step`` (of which coordinates), ``ddp_bytes_per_step``
     (4 D), ``bytes_total``, ``seconds`` (cumulative time in project / communicate / expand), ``rank``,
     ``world_size``. :meth:`summary` prints them.
@@ -176,7 +200,8 @@ class DistributedRBD(torch.optim.Optimizer):
                              "which rbdlib.replay cannot replay; use scheme='shared' (replayable) or "
                              "record=False")
         super().__init__(optimizer.param_groups, optimizer.defaults)
-        self.param_groups, self.state = optimizer.param_groups, optimizer.state  # the same objects: shared
+        for name in ("param_groups", "state"):  # torch's own: from now on, the wrapped optimizer's (_Shared)
+            self.__dict__.pop(name, None)
         self.optimizer, self.scheme, self.group = optimizer, scheme, group
         self.buffers = [] if model is None else [b for b in model.buffers() if b is not None]
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
@@ -216,6 +241,14 @@ class DistributedRBD(torch.optim.Optimizer):
                 at += b.numel()
 
     # ------------------------------------------------------------------ delegation
+    param_groups, state = _Shared(), _Shared()
+
+    def __getstate__(self) -> dict:
+        if self.group is not None:
+            raise TypeError("a DistributedRBD on a process group other than the default one cannot be copied or "
+                            "pickled (the group is a set of connections); copy the wrapped RBD and wrap the copy")
+        return _getstate(self)
+
     def add_param_group(self, param_group: dict) -> None:
         if hasattr(self, "optimizer"):
             raise NotImplementedError("add parameters to the wrapped RBD on every rank and build a new "
@@ -235,8 +268,6 @@ class DistributedRBD(torch.optim.Optimizer):
     def load_state_dict(self, state_dict) -> None:
         """Load into the wrapped optimizer, then re-run :meth:`check` (a collective: call on every rank)."""
         self.optimizer.load_state_dict(state_dict)
-        # torch's load_state_dict builds new param_groups and state: share them again
-        self.param_groups, self.state = self.optimizer.param_groups, self.optimizer.state
         self.check()
 
     # ------------------------------------------------------------------ agreement
@@ -251,6 +282,8 @@ class DistributedRBD(torch.optim.Optimizer):
         total = 0.0
         with torch.no_grad():
             kept = [v for p in opt.params for _, v in sorted(opt.state.get(p, {}).items())]
+            kept += [torch.as_tensor(v, dtype=torch.float64 if isinstance(v, float) else None)
+                     for entry in opt.compartment_state for _, v in sorted(entry.items())]
             for p in [*opt.params, *self.buffers, *kept]:
                 host = p.detach().cpu().contiguous()
                 weights.update(host.numpy().tobytes())
@@ -307,6 +340,7 @@ class DistributedRBD(torch.optim.Optimizer):
         return _gather_cpu(tensor, self.group)
 
     # ------------------------------------------------------------------ the step
+    @eager  # Numba kernels and collectives: a compiled training step runs it eagerly
     @torch.no_grad()
     def step(self, closure=None):
         """One distributed RBD step. Returns the closure's loss, if a closure was given.
@@ -327,9 +361,10 @@ class DistributedRBD(torch.optim.Optimizer):
                 with torch.enable_grad():
                     loss = closure()
             opt.check()
-            message[n + 1:] = torch.tensor([p.grad is not None for p in opt.params], dtype=torch.float32)
-            finite = all(bool(torch.isfinite(p.grad).all()) for p in opt.params if p.grad is not None and
-                         not p.grad.is_sparse)
+            opt.check_gradients()  # a gradient of another shape or dtype: an error naming the parameter
+            still = set(opt.frozen())  # no gradient here, or requires_grad off
+            message[n + 1:] = torch.tensor([i not in still for i in range(len(opt.params))], dtype=torch.float32)
+            finite = all(bool(torch.isfinite(p.grad).all()) for i, p in enumerate(opt.params) if i not in still)
             if finite:
                 grads = opt.gradient()
                 coords = opt.coordinates(grads, worker=worker)
