@@ -25,9 +25,10 @@ from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available
 from .optim import FPD, NES, RBD, replay
 from .subspace import FixedSubspace
+from .successors import ApolloMini, Flora, GaLore, GoLore, MeZO
 from .train import evaluate
 from .train import train as fit
 
 __version__ = "0.1.0"
 __all__ = ["RBD", "FPD", "NES", "replay", "FixedSubspace", "RandomBases", "philox4x32", "fit", "evaluate",
-           "footprint", "gpu_available", "set_threads"]
+           "footprint", "gpu_available", "set_threads", "Flora", "GaLore", "GoLore", "ApolloMini", "MeZO"]
