@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-import rbdlib
 from rbdlib import experiments, models, results
 from rbdlib.distributed import communication
 from rbdlib.footprint import state_bytes
@@ -30,20 +29,12 @@ FOLDERS = ("fc-fmnist-no-augment", "cnn-fmnist-no-augment")
 OUT = Path("results/fc-fmnist-no-augment/memory.md")
 
 
-def optimizer(spec: str, model: torch.nn.Module, config: dict) -> torch.optim.Optimizer:
-    """The optimizer a spec names, as the runs built it (d = 250, basis seed 0)."""
-    method, options = experiments.parse_method(spec)
-    lr = options.pop("lr", config["lr"][method])
-    if method == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, **options)
-    return (rbdlib.FPD if method == "fpd" else rbdlib.RBD)(model.parameters(), lr=lr, dim=250, **options)
-
-
 def costs(spec: str, config_name: str) -> tuple[int, int]:
     """(bytes of optimizer state after one step, bytes one of 2 workers receives per step)."""
     config = experiments.PAPER[config_name]
     model = models.build(config["model"], config["dataset"], seed=0)
-    opt = optimizer(spec, model, config)
+    defaults = experiments.parser().parse_args([config_name])   # d = 250, basis seed 0: as the runs were built
+    opt = experiments.make_optimizer(*experiments.parse_method(spec), model, config, defaults)
     shape = (4, 1, 28, 28)
     torch.nn.functional.cross_entropy(model(torch.zeros(shape)), torch.arange(4)).backward()
     opt.step()
