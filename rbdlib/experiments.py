@@ -48,7 +48,8 @@ import torch
 
 from . import _files, models, results
 from . import data as datasets
-from .optim import FPD, NES, RBD
+from .nes import NES
+from .optim import FPD, RBD
 from .train import evaluate, train
 
 # Table 1 of the paper (validation accuracy, %) and the learning rates of the reference code.

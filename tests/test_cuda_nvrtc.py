@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rbdlib.kernels import cpu, cuda
+from rbdlib.kernels import constants, cpu, cuda
 
 PACKAGES = {12: ("nvidia-cuda-nvrtc-cu12", "cuda_nvrtc/lib/libnvrtc.so.12"),
             13: ("nvidia-cuda-nvrtc", "cu13/lib/libnvrtc.so.13")}
@@ -165,8 +165,8 @@ def test_ptx_holds_the_transform_constants_bit_for_bit(major):
     The compiler may fold a negative constant's sign into the operation (``C8 - 0.275e-6 * z``), which
     is exact, so the magnitude's bits are what is looked for."""
     ptx = ptx_for(major, archs_of(major)[-1]).upper()
-    for name in cuda.CONSTANTS:
-        bits = int(abs(np.float32(getattr(cpu, "_" + name))).view(np.uint32))
+    for name in constants.FLOATS:
+        bits = int(abs(np.float32(getattr(constants, name))).view(np.uint32))
         signed = {f"0F{bits:08X}", f"0F{bits | 0x80000000:08X}"}
         assert any(b in ptx for b in signed), f"{name}: 0f{bits:08x} (either sign) not in the PTX"
 

@@ -421,7 +421,7 @@ def forged(edit):
     """A record whose configuration ``edit`` changed, its (unkeyed) digest recomputed as a forger would."""
     def apply(record):
         edit(record["config"])
-        record["log_digest"] = rbdlib.optim._log_digest(record["log"], record["config"], record["initial_weights"])
+        record["log_digest"] = rbdlib.record.log_digest(record["log"], record["config"], record["initial_weights"])
     return apply
 
 
