@@ -37,10 +37,10 @@ message as the coordinates, so agreeing costs no extra round trip. Buffers of th
 statistics), when ``model`` is given, are broadcast from rank 0 after every step, as DDP does, and are part
 of the fingerprint that :meth:`DistributedRBD.check` and :meth:`DistributedRBD.in_sync` compare.
 
-This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer and the
-bases. Starting processes is :mod:`rbdlib.distributed.launcher` (``torchrun --nproc-per-node N -m
-rbdlib.distributed`` or :func:`~rbdlib.distributed.launcher.launch` from a notebook), the example training
-loop :mod:`rbdlib.distributed.example` and the command line ``rbdlib/distributed/__main__.py``.
+This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer, its
+conventions and the checks. Starting processes is :mod:`rbdlib.distributed.launcher` (under ``torchrun``, or
+:func:`~rbdlib.distributed.launcher.launch` from a notebook); an example training loop and its command line
+are :mod:`rbdlib.shared_seeds` (``torchrun --nproc-per-node N -m rbdlib.shared_seeds``).
 
 >>> import torch, rbdlib
 >>> model = torch.nn.Linear(784, 10)
