@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rbdlib.kernels import constants, cpu, cuda
+from rbdlib.kernels import constants, cuda
 
 PACKAGES = {12: ("nvidia-cuda-nvrtc-cu12", "cuda_nvrtc/lib/libnvrtc.so.12"),
             13: ("nvidia-cuda-nvrtc", "cu13/lib/libnvrtc.so.13")}
@@ -115,8 +115,8 @@ def recorded_launches() -> dict[str, tuple]:
         calls.setdefault(kernel, args)
 
     f32, f64 = np.zeros(64, np.float32), np.zeros(64, np.float64)
-    cuda.launch_project(record, f32, f64, f32[:2], 2, cpu.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
-    cuda.launch_expand(record, f32[:2], f32, cpu.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
+    cuda.launch_project(record, f32, f64, f32[:2], 2, constants.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
+    cuda.launch_expand(record, f32[:2], f32, constants.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
     cuda.launch_materialize(record, np.zeros(2, np.int64), np.zeros((2, 64), np.float32), 0, 1, 2, 3, 4)
     cuda.launch_words(record, np.zeros((4, 4), np.uint32), 1, 2, np.zeros((4, 4), np.uint32))
     return calls

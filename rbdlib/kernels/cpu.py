@@ -36,8 +36,30 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from .. import philox as ref
-from .constants import (C2, C4, C6, C8, C10, CODES, FLUSH, HALF_PI, L3, L5, L7, L9, LN2, NORMAL, P22, P23,  # noqa: F401
-                        P24, PER_BLOCK, RADEMACHER, S3, S5, S7, S9, SQRT2, UNIFORM)
+from .constants import (
+    C2,
+    C4,
+    C6,
+    C8,
+    C10,
+    FLUSH,
+    HALF_PI,
+    L3,
+    L5,
+    L7,
+    L9,
+    LN2,
+    P22,
+    P24,
+    PER_BLOCK,
+    RADEMACHER,
+    S3,
+    S5,
+    S7,
+    S9,
+    SQRT2,
+    UNIFORM,
+)
 
 TILE = 2048  # elements per tile: a multiple of 128 (one Rademacher block) and small enough for L1
 

@@ -19,7 +19,7 @@ import functools
 import numpy as np
 import torch
 
-from .constants import CODES, RADEMACHER, defines  # noqa: F401  (CODES: the codes the callers pass)
+from .constants import RADEMACHER, defines
 
 TILE = 8192  # elements per (direction, tile) block in project
 THREADS = 256
