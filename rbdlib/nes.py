@@ -9,8 +9,18 @@ import torch
 from . import checks, distributions
 from . import philox as ref
 from .bases import RandomBases
-from .conventions import (check_count, check_groups, check_lr, check_params, check_saved_groups, check_shapes,
-                          check_size, eager, flat_params, getstate)
+from .conventions import (
+    check_count,
+    check_groups,
+    check_lr,
+    check_params,
+    check_saved_groups,
+    check_shapes,
+    check_size,
+    eager,
+    flat_params,
+    getstate,
+)
 
 
 class NES(torch.optim.Optimizer):

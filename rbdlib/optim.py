@@ -23,8 +23,18 @@ from . import compartments as comps
 from . import philox as ref
 from . import step as core
 from .bases import RandomBases
-from .conventions import (check_count, check_groups, check_lr, check_params, check_saved_groups, check_shapes,
-                          check_size, eager, flat_params, getstate)
+from .conventions import (
+    check_count,
+    check_groups,
+    check_lr,
+    check_params,
+    check_saved_groups,
+    check_shapes,
+    check_size,
+    eager,
+    flat_params,
+    getstate,
+)
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 2**20) -> float:
