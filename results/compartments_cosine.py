@@ -54,8 +54,8 @@ from pathlib import Path
 import rbdlib  # (import order does not matter: the kernels run on torch's own threads)
 import torch
 # isort: on
-from rbdlib.theory import FOURTH_MOMENT, expected_step, predicted_cosine
 from rbdlib.models import fc
+from rbdlib.theory import FOURTH_MOMENT, expected_step, predicted_cosine
 
 DIM, LR, BATCH = 250, 0.5, 32
 # label: (compartments, split_dim, lr, comparison)

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from rbdlib import data
-from rbdlib.data import formats, sources
 from rbdlib.data import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -25,8 +24,10 @@ from rbdlib.data import (
     augment_mnist,
     batches,
     best_available,
+    formats,
     load_dataset,
     random_crop,
+    sources,
 )
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
