@@ -7,20 +7,9 @@ import math
 import torch
 
 from . import checks, distributions
+from . import conventions as conv
 from . import philox as ref
 from .bases import RandomBases
-from .conventions import (
-    check_count,
-    check_groups,
-    check_lr,
-    check_params,
-    check_saved_groups,
-    check_shapes,
-    check_size,
-    eager,
-    flat_params,
-    getstate,
-)
 
 
 class NES(torch.optim.Optimizer):
@@ -56,7 +45,7 @@ class NES(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, dim: int, sigma: float = 0.01, seed: int = 0,
                  distribution: str = "normal", shared_batch: bool = False, antithetic: bool = False):
-        check_lr(lr)
+        conv.check_lr(lr)
         checks.real("sigma", sigma, low_open=True)
         dim = checks.index("dim", dim, ref.MAX_INDEX)
         if dim < 2:
@@ -65,16 +54,16 @@ class NES(torch.optim.Optimizer):
         checks.flag("antithetic", antithetic)
         if antithetic and dim % 2:
             raise ValueError(f"antithetic NES evaluates mirrored pairs, so dim must be even, got {dim}")
-        groups, _, self.names = flat_params(params)
-        check_params([p for g in groups for p in g["params"]], "NES")  # before torch sees duplicates
+        groups, _, self.names = conv.flat_params(params)
+        conv.check_params([p for g in groups for p in g["params"]], "NES")  # before torch sees duplicates
         super().__init__(groups, dict(lr=lr))
         for g in self.param_groups:
-            check_lr(g["lr"], " in a parameter group")
+            conv.check_lr(g["lr"], " in a parameter group")
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
         self.params = [p for g in self.param_groups for p in g["params"]]
         self.shapes = [list(p.shape) for p in self.params]
-        self.size = check_size(self.params, "NES")
+        self.size = conv.check_size(self.params, "NES")
         self.dim, self.sigma, self.seed = dim, float(sigma), checks.index("seed", seed, ref.MAX_SEED)
         self.distribution = distributions.check(distribution)
         self.shared_batch, self.antithetic = shared_batch, antithetic
@@ -92,12 +81,12 @@ class NES(torch.optim.Optimizer):
 
     def check(self) -> None:
         """Step-time checks of what may have changed since construction (lrs, parameters)."""
-        check_groups(self)
-        check_shapes(self)
+        conv.check_groups(self)
+        conv.check_shapes(self)
         if len({g["lr"] for g in self.param_groups}) > 1:
             raise ValueError(f"NES takes one lr for all parameters, got {[g['lr'] for g in self.param_groups]}")
 
-    __getstate__ = getstate
+    __getstate__ = conv.getstate
 
     def add_param_group(self, param_group: dict) -> None:
         if hasattr(self, "params"):
@@ -105,7 +94,7 @@ class NES(torch.optim.Optimizer):
                                       "of them); build a new NES with every parameter")
         super().add_param_group(param_group)
 
-    @eager
+    @conv.eager
     @torch.no_grad()
     def step(self, closure):
         if closure is None or not callable(closure):
@@ -144,10 +133,10 @@ class NES(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
-        extra = check_saved_groups(self, state_dict, "nes")
+        extra = conv.check_saved_groups(self, state_dict, "nes")
         if set(extra) != {"steps"}:
             raise ValueError(f"the saved 'nes' entry has the keys {sorted(map(str, extra))}, expected ['steps']")
-        steps = check_count("steps", extra["steps"])
+        steps = conv.check_count("steps", extra["steps"])
         if len({g["lr"] for g in state_dict["param_groups"]}) > 1:
             raise ValueError("the saved param_groups hold different lrs; NES takes one lr for all parameters")
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "nes"})
