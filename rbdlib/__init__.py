@@ -27,10 +27,11 @@ from .nes import NES
 from .optim import FPD, RBD
 from .record import replay
 from .subspace import FixedSubspace
+from .successors import ApolloMini, Flora, GaLore, GoLore, MeZO
 
 __version__ = "0.1.0"
 __all__ = ["RBD", "FPD", "NES", "replay", "FixedSubspace", "RandomBases", "philox4x32", "fit", "evaluate",
-           "footprint", "gpu_available", "set_threads"]
+           "footprint", "gpu_available", "set_threads", "Flora", "GaLore", "GoLore", "ApolloMini", "MeZO"]
 
 # What the study needs (datasets, networks, the training loop) is imported on first use, not with the optimizers:
 # ``rbdlib.data``, ``rbdlib.models`` and ``rbdlib.train`` as modules, ``fit`` and ``evaluate`` from the last.

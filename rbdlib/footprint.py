@@ -31,15 +31,25 @@ def nbytes(value) -> int:
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of an optimizer's state: torch's per-parameter ``state`` and, for :class:`rbdlib.RBD`, the state
-    it keeps per compartment. A ``DistributedRBD`` counts its wrapped optimizer's."""
+    """Bytes of an optimizer's state: torch's per-parameter ``state`` (for :mod:`rbdlib.successors`, stored
+    projections included: :func:`projection_bytes`) and, for :class:`rbdlib.RBD`, the state it keeps per
+    compartment. A ``DistributedRBD`` counts its wrapped optimizer's."""
     optimizer = getattr(optimizer, "optimizer", optimizer)
     return nbytes(list(optimizer.state.values())) + nbytes(getattr(optimizer, "compartment_state", []))
 
 
+def projection_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the projections an optimizer stores between steps, a part of :func:`state_bytes`: the state entries
+    its class names in ``projection_keys`` (GaLore's and GoLore's projectors, ``"projector"``). Optimizers that
+    regenerate their projections from the seed (RBD, Flora, APOLLO-Mini, MeZO) store none: 0."""
+    optimizer = getattr(optimizer, "optimizer", optimizer)
+    keys = getattr(optimizer, "projection_keys", ())
+    return sum(nbytes(entry[k]) for entry in optimizer.state.values() for k in keys if k in entry)
+
+
 def footprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Bytes of the model's parameters, of their gradients (those that exist now) and of the optimizer's state
-    (:func:`state_bytes`), and their total."""
+    (:func:`state_bytes`, stored projections included; :func:`projection_bytes` gives their part), and their total."""
     params = list(model.parameters())
     out = {"parameters": nbytes(params), "gradients": nbytes([p.grad for p in params]),
            "state": state_bytes(optimizer)}
