@@ -42,7 +42,7 @@ import torch
 
 from . import checks, philox
 from .bases import RandomBases
-from .conventions import check_count, check_params
+from .conventions import check_count, check_params, flat_params, getstate
 from .step import check_grads, grad_of, name_of
 
 
@@ -130,17 +130,9 @@ class _Successor(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, options: dict):
         _real("lr", lr, 0.0, hint=" (a non-negative finite learning rate)")
-        if isinstance(params, (torch.Tensor, dict)):
-            raise TypeError(f"params must be an iterable of tensors, (name, tensor) pairs or parameter groups, got "
-                            f"a single {type(params).__name__}; wrap it in a list: [params]")
-        params = list(params)
-        if not params:
-            raise ValueError("the optimizer got an empty parameter list")
-        self.names = [n for n, _ in params] if isinstance(params[0], tuple) else None
-        if self.names is not None:
-            params = [p for _, p in params]
+        groups, _, self.names = flat_params(params)
         self.options, self.steps, self.shapes = options, 0, []
-        super().__init__(params, dict(lr=lr))
+        super().__init__(groups, dict(lr=lr))
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -166,8 +158,7 @@ class _Successor(torch.optim.Optimizer):
         return {**self.options, "shapes": [list(s) for s in self.shapes],
                 "groups": [len(g["params"]) for g in self.param_groups]}
 
-    def __getstate__(self) -> dict:   # copy.deepcopy and pickle keep every attribute but the hooks, as RBD
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_") and k != "step"}
+    __getstate__ = getstate  # copy.deepcopy and pickle keep every attribute but the hooks, as RBD
 
     def check(self) -> None:
         """Step-time checks of what may have changed since construction (lrs, shapes), before anything changes."""
