@@ -8,29 +8,18 @@ the tensor lives on a GPU).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
 
+from . import checks, distributions
 from . import philox as ref
 from .kernels import cpu, cuda
 
 
 def check_index(name: str, value, limit: int) -> int:
-    """An integer in [0, limit], or a ValueError/TypeError that says which argument was wrong."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if not 0 <= value <= limit:
-        raise ValueError(f"{name} must be in [0, {limit}], got {value}")
-    return value
-
-
-def check_distribution(distribution) -> str:
-    if distribution not in ref.DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {distribution!r}; expected one of {ref.DISTRIBUTIONS}")
-    return distribution
+    """An integer in [0, limit] (:func:`rbdlib.checks.index`): a seed, a step, a compartment, a direction."""
+    return checks.index(name, value, limit)
 
 
 class RandomBases:
@@ -57,27 +46,22 @@ class RandomBases:
 
     def __init__(self, seed: int, step: int, compartment: int, dim: int, size: int,
                  distribution: str = "normal", scale: float | None = None, offset: int = 0):
-        self.seed = check_index("seed", seed, ref.MAX_SEED)
-        self.step = check_index("step", step, ref.MAX_INDEX)
-        self.compartment = check_index("compartment", compartment, ref.MAX_INDEX)
-        self.dim = check_index("dim", dim, ref.MAX_INDEX)
-        if isinstance(size, numbers.Integral) and size > ref.MAX_SIZE:
+        self.seed = checks.index("seed", seed, ref.MAX_SEED)
+        self.step = checks.index("step", step, ref.MAX_INDEX)
+        self.compartment = checks.index("compartment", compartment, ref.MAX_INDEX)
+        self.dim = checks.index("dim", dim, ref.MAX_INDEX)
+        if checks.is_int(size) and size > ref.MAX_SIZE:
             raise ValueError(f"size must be at most 2**34 = {ref.MAX_SIZE} elements per compartment (the 32-bit block "
                              f"word of Philox counters), got {size}; split the parameters into compartments "
                              "(compartments=N)")
-        self.size = check_index("size", size, ref.MAX_SIZE)
+        self.size = checks.index("size", size, ref.MAX_SIZE)
         if self.dim < 1 or self.size < 1:
             raise ValueError(f"dim and size must be positive, got dim={dim}, size={size}")
-        self.offset = check_index("offset", offset, ref.MAX_INDEX + 1 - self.dim)
-        self.distribution = check_distribution(distribution)
-        if scale is None:
-            scale = 1.0 / math.sqrt(self.size)
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) \
-                or scale <= 0:
-            raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-        self.scale = float(scale)
-        self._dist = cpu.CODES[self.distribution]
-        self._key = (self.seed & ref.MASK32, self.seed >> 32)
+        self.offset = checks.index("offset", offset, ref.MAX_INDEX + 1 - self.dim)
+        self._dist = distributions.get(distribution).code
+        self.distribution = distribution
+        self.scale = checks.real("scale", 1.0 / math.sqrt(self.size) if scale is None else scale, low_open=True)
+        self._key = ref.key_words(self.seed)
 
     def __repr__(self) -> str:
         return (f"RandomBases(seed={self.seed}, step={self.step}, compartment={self.compartment}, "

@@ -42,13 +42,15 @@ import statistics
 import sys
 import time
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from . import _files, models, results
+from . import _files, distributions, models, results
 from . import data as datasets
-from .optim import FPD, NES, RBD
+from .nes import NES
+from .optim import FPD, RBD
 from .train import evaluate, train
 
 # Table 1 of the paper (validation accuracy, %) and the learning rates of the reference code.
@@ -122,8 +124,8 @@ def _compartments(value: str):
 
 
 def _distribution(value: str) -> str:
-    if value not in ("normal", "uniform", "rademacher"):
-        raise ValueError("expected normal, uniform or rademacher")
+    if value not in distributions.NAMES:
+        raise ValueError(f"expected {', '.join(distributions.NAMES[:-1])} or {distributions.NAMES[-1]}")
     return value
 
 
@@ -165,23 +167,57 @@ def make_model(options: dict, config: dict, dataset, seed: int | None = None) ->
     return models.build(config["model"], dataset, seed=seed, width=options.get("width"))
 
 
-def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: dict, args) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class RunOptions:
+    """How every run of a command trains, the same for all its (method, seed) runs: what the command line's
+    options become (:meth:`from_args`). ``dim``, ``compartments``, ``distribution``, ``redraw`` and
+    ``basis_seed`` are the defaults of a method's options; ``world_size`` and ``scheme`` are set under
+    ``torchrun``."""
+
+    epochs: int = 100
+    dim: int = 250
+    compartments: str | int = "network"
+    distribution: str = "normal"
+    redraw: int | None = 1
+    basis_seed: int = 0
+    batch_size: int = 32
+    augment: str = "paper"
+    max_steps: int | None = None
+    smoke: bool = False
+    device: str = "cpu"
+    progress: bool | None = None
+    test: bool = False
+    stop_on_divergence: bool = False
+    data_root: str | None = None
+    world_size: int = 1
+    scheme: str = "independent"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **changes) -> RunOptions:
+        """The options parsed by :func:`parser`, with ``changes``."""
+        return cls(**{**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}, **changes})
+
+
+def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: dict,
+                   run: RunOptions) -> torch.optim.Optimizer:
+    """The optimizer of ``method`` with its ``options`` (:func:`parse_method`), the defaults taken from ``run``
+    (dim, compartments, distribution, redraw, basis_seed) and the learning rates from ``config``."""
     options = dict(options)
     options.pop("width", None)
     lr = options.pop("lr", None)
     if method == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr, **options)
-    dim = options.pop("dim", args.dim)
+    dim = options.pop("dim", run.dim)
     lr = config["lr"]["rbd" if method == "nes" else method] if lr is None else lr
     if method == "nes":
         options.setdefault("sigma", NES_SIGMA)
-        return NES(model.parameters(), lr=lr, dim=dim, seed=args.basis_seed, **options)
-    kwargs = dict(compartments=args.compartments, distribution=args.distribution, seed=args.basis_seed)
+        return NES(model.parameters(), lr=lr, dim=dim, seed=run.basis_seed, **options)
+    kwargs = dict(compartments=run.compartments, distribution=run.distribution, seed=run.basis_seed)
     kwargs.update(options)
     params = model.named_parameters() if kwargs["compartments"] == "layer" else model.parameters()
     if method == "fpd":
         return FPD(params, lr=lr, dim=dim, **kwargs)
-    kwargs.setdefault("redraw", args.redraw)
+    kwargs.setdefault("redraw", run.redraw)
     return RBD(params, lr=lr, dim=dim, **kwargs)
 
 
@@ -190,8 +226,9 @@ SETTINGS = ("batch_size", "augment", "max_steps", "smoke", "dim", "distribution"
             "basis_seed", "world_size", "scheme")
 
 
-def run_settings(args) -> dict:
-    return {k: getattr(args, k, None) for k in SETTINGS}
+def run_settings(run: RunOptions) -> dict:
+    """The options of ``run`` that change what it computes (``SETTINGS``), as its run.json records them."""
+    return {k: getattr(run, k, None) for k in SETTINGS}
 
 
 def _check_settings(where, recorded: dict | None, settings: dict, how: str) -> None:
@@ -278,18 +315,19 @@ def augmentation(kind: str, dataset: str):
     return {"paper": paper, "crop-only": lambda x, g: datasets.random_crop(x, pad, g), "none": None}[kind]
 
 
-def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Path, on_epoch=None) -> dict:
-    """Train one (method, seed) for ``args.epochs``, resuming from ``folder`` if it holds a checkpoint.
+def run_one(name: str, spec: str, seed: int, ds, config: dict, run: RunOptions, folder: Path,
+            on_epoch=None) -> dict:
+    """Train one (method, seed) for ``run.epochs``, resuming from ``folder`` if it holds a checkpoint.
 
     ``folder/run.json`` (plain JSON) holds the run's records and its status: "unfinished" while a
     ``folder/checkpoint.pt`` (model, optimizer, records) lets a later process continue, "complete" (or
     "diverged") once it ended, when the checkpoint is deleted. Both are replaced atomically every epoch.
     """
     method, options = parse_method(spec)
-    model = make_model(options, config, ds, seed).to(args.device)  # before the optimizer: its state lives there
-    opt = make_optimizer(method, options, model, config, args)
+    model = make_model(options, config, ds, seed).to(run.device)  # before the optimizer: its state lives there
+    opt = make_optimizer(method, options, model, config, run)
     rank = 0
-    if args.world_size > 1:
+    if run.world_size > 1:
         from .distributed import DistributedRBD
 
         if not isinstance(opt, RBD):
@@ -299,34 +337,34 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         status = folder / "run.json"  # every rank must resume (or start) alike, before any other collective
         agree([(_read_json(status) or {}).get("status"), _files.exists(folder / "checkpoint.pt")],
               f"resume state of {folder} (it must be on a disk all ranks see)")
-        opt = DistributedRBD(opt, scheme=args.scheme, sync_weights=True, model=model)
+        opt = DistributedRBD(opt, scheme=run.scheme, sync_weights=True, model=model)
         rank = opt.rank
-    augment = augmentation(args.augment, config["dataset"])
+    augment = augmentation(run.augment, config["dataset"])
     inner = getattr(opt, "optimizer", opt)
     coords = getattr(inner, "num_coords", None) or (inner.dim if isinstance(inner, NES) else None)
     result = dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
-                  epochs=args.epochs, status="unfinished", records=[], test_acc=None)
+                  epochs=run.epochs, status="unfinished", records=[], test_acc=None)
     ckpt, status = folder / "checkpoint.pt", folder / "run.json"
     saved = _read_json(status)
-    result["settings"] = run_settings(args)
+    result["settings"] = run_settings(run)
     if saved:
         _check_settings(folder, saved.get("settings"), result["settings"], "this command has")
-        if saved["status"] == "unfinished" and args.epochs < saved["epochs"]:
-            raise ValueError(f"{folder} holds an unfinished run of {saved['epochs']} epochs: --epochs {args.epochs} "
+        if saved["status"] == "unfinished" and run.epochs < saved["epochs"]:
+            raise ValueError(f"{folder} holds an unfinished run of {saved['epochs']} epochs: --epochs {run.epochs} "
                              f"would end it early as if complete; use --epochs {saved['epochs']} (or more), or "
                              "delete that folder")
     if saved and saved["status"] != "unfinished":
-        if saved["epochs"] != args.epochs:
+        if saved["epochs"] != run.epochs:
             raise ValueError(f"{folder} holds a {saved['status']} run of {saved['epochs']} epochs, not "
-                             f"{args.epochs}; choose another --out or delete that folder")
+                             f"{run.epochs}; choose another --out or delete that folder")
         return saved
     if _files.exists(ckpt):  # bounded by what the model and its optimizer can hold, with room for the records
         state = load_checkpoint(ckpt, spec, seed, limit=64 * 2**20 + 16 * 4 * models.count_parameters(model))
-        if state["epochs"] > args.epochs or (saved and saved.get("records")
+        if state["epochs"] > run.epochs or (saved and saved.get("records")
                                              and saved["records"][-1]["epoch"] != state["epochs"]):
             raise ValueError(f"{ckpt} is at epoch {state['epochs']}, but its run.json is at epoch "
                              f"{saved['records'][-1]['epoch'] if saved and saved.get('records') else 'none'} "
-                             f"and --epochs is {args.epochs}; they must agree: delete the folder to start again")
+                             f"and --epochs is {run.epochs}; they must agree: delete the folder to start again")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         result["records"] = state["records"]
@@ -347,11 +385,11 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         if final:
             ckpt.unlink(missing_ok=True)
 
-    for epoch in range(records[-1]["epoch"], args.epochs):
+    for epoch in range(records[-1]["epoch"], run.epochs):
         cpu = time.process_time()
-        history = train(model, opt, ds, epochs=1, batch_size=args.batch_size, augment=augment,
-                        seed=(seed * 100_003 + epoch) * 1_009 + rank, device=args.device, progress=args.progress,
-                        max_steps=args.max_steps, eval_at_start=False)
+        history = train(model, opt, ds, epochs=1, batch_size=run.batch_size, augment=augment,
+                        seed=(seed * 100_003 + epoch) * 1_009 + rank, device=run.device, progress=run.progress,
+                        max_steps=run.max_steps, eval_at_start=False)
         rec = dict(history.last, epoch=epoch + 1, step=records[-1]["step"] + history.last["step"],
                    seconds=round(records[-1]["seconds"] + history.last["seconds"], 3),
                    cpu_seconds=round(time.process_time() - cpu, 3))
@@ -360,7 +398,7 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
             result["status"] = "diverged"
             print(f"  {name} {spec} seed={seed} diverged in epoch {epoch + 1} (non-finite loss or gradient)",
                   flush=True)
-            if args.stop_on_divergence:
+            if run.stop_on_divergence:
                 save(final=True)
                 raise FloatingPointError(f"{spec} seed {seed} diverged in epoch {epoch + 1}; recorded in "
                                          f"{status} (--stop-on-divergence)")
@@ -368,11 +406,11 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, args, folder: Pat
         save(final=False)
         if on_epoch is not None:
             on_epoch()
-        print(f"  {name} {spec} seed={seed} epoch {epoch + 1}/{args.epochs}: val_acc={rec['val_acc']:.4f} "
+        print(f"  {name} {spec} seed={seed} epoch {epoch + 1}/{run.epochs}: val_acc={rec['val_acc']:.4f} "
               f"({rec['seconds']:.0f} s)", flush=True)
     if result["status"] == "unfinished":
         result["status"] = "complete"
-    if args.test:
+    if run.test:
         result["test_acc"] = evaluate(model, ds.test_x, ds.test_y)[1]
     save(final=True)
     return result
@@ -427,14 +465,14 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viz import _mean_band
+    from .viz import mean_band
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (spec, (x, mean, sd)) in enumerate(results.curves(runs).items()):
         seeds = [r for r in runs if r["method"] == spec and r["records"]]
         for r in seeds if len(seeds) > 1 else []:
             ax.plot(*results.curve(r), color=f"C{i}", lw=0.6, alpha=0.5)
-        _mean_band(ax, x, mean, sd, color=f"C{i}", label=spec + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""),
+        mean_band(ax, x, mean, sd, color=f"C{i}", label=spec + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""),
                    marker="o" if len(x) < 12 else None)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
@@ -478,7 +516,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--dim", type=_positive, default=250)
     p.add_argument("--compartments", default="network", type=_compartments)
-    p.add_argument("--distribution", default="normal", choices=["normal", "uniform", "rademacher"])
+    p.add_argument("--distribution", default="normal", choices=distributions.NAMES)
     p.add_argument("--redraw", default=1, type=lambda s: None if s.lower() == "none" else _positive(s))
     p.add_argument("--basis-seed", type=int, default=0, help="seed of the random bases")
     p.add_argument("--batch-size", type=_positive, default=32)
@@ -507,9 +545,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(config: dict, args) -> datasets.Dataset:
-    ds = datasets.load_dataset(config["dataset"], root=args.data_root)
-    return _smoke(ds) if args.smoke else ds
+def _load(config: dict, run: RunOptions) -> datasets.Dataset:
+    ds = datasets.load_dataset(config["dataset"], root=run.data_root)
+    return _smoke(ds) if run.smoke else ds
 
 
 def _job_init(nice: int) -> None:
@@ -526,18 +564,19 @@ def _job_init(nice: int) -> None:
     torch.set_num_threads(1)  # the kernels follow torch's thread count
 
 
-def _job(name: str, spec: str, seed: int, config: dict, args, folder: Path) -> dict:
-    return run_one(name, spec, seed, _load(config, args), config, args, folder)
+def _job(name: str, spec: str, seed: int, config: dict, run: RunOptions, folder: Path) -> dict:
+    return run_one(name, spec, seed, _load(config, run), config, run, folder)
 
 
-def _in_parallel(name: str, tasks, config: dict, args, out: Path, report) -> None:
-    """Run the tasks in ``args.jobs`` processes; rewrite the results from the runs' files every minute."""
+def _in_parallel(name: str, tasks, config: dict, run: RunOptions, out: Path, report, jobs: int, nice: int) -> None:
+    """Run the tasks in ``jobs`` processes at niceness ``nice``; rewrite the results from the runs' files every
+    minute."""
     import concurrent.futures as cf
     import multiprocessing
 
-    with cf.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                initializer=_job_init, initargs=(args.nice,)) as pool:
-        pending = {pool.submit(_job, name, spec, seed, config, args, run_dir(out, spec, seed))
+    with cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_job_init, initargs=(nice,)) as pool:
+        pending = {pool.submit(_job, name, spec, seed, config, run, run_dir(out, spec, seed))
                    for spec, seed in tasks}
         while pending:
             done, pending = cf.wait(pending, timeout=60, return_when=cf.FIRST_EXCEPTION)
@@ -552,11 +591,11 @@ def main(argv=None) -> dict:
     command = "rbdlib-experiment " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     for spec in args.methods:  # fail before any training on a bad method, option or value
         method, options = parse_method(spec)
-        make_optimizer(method, options, make_model(options, config, config["dataset"]), config, args)
-    if args.smoke:
-        args.epochs, args.dim, args.max_steps = min(args.epochs, 2), min(args.dim, 20), args.max_steps or 8
-    args.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.world_size > 1:
+        make_optimizer(method, options, make_model(options, config, config["dataset"]), config,
+                       RunOptions.from_args(args))
+    smoke = dict(epochs=min(args.epochs, 2), dim=min(args.dim, 20), max_steps=args.max_steps or 8) if args.smoke else {}
+    run = RunOptions.from_args(args, world_size=int(os.environ.get("WORLD_SIZE", "1")), **smoke)
+    if run.world_size > 1:
         if args.jobs:
             raise ValueError("--jobs runs processes of its own; it cannot be combined with torchrun")
         from .distributed import init
@@ -587,11 +626,11 @@ def main(argv=None) -> dict:
         print(_files.read(out / "table.md", JSON_LIMIT).decode())
         return {"out": str(out), "runs": runs}
     if args.jobs:
-        _in_parallel(args.config, tasks, config, args, out, report)
+        _in_parallel(args.config, tasks, config, run, out, report, args.jobs, args.nice)
         runs = report()
     else:
-        ds = _load(config, args)
-        runs = [run_one(args.config, spec, seed, ds, config, args, run_dir(out, spec, seed), on_epoch=report)
+        ds = _load(config, run)
+        runs = [run_one(args.config, spec, seed, ds, config, run, run_dir(out, spec, seed), on_epoch=report)
                 for spec, seed in tasks]
         if writer:
             runs = report()

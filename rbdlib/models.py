@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from . import checks
+
 __all__ = ["fc", "cnn", "resnet8", "build", "count_parameters", "keras_init_", "glorot_bound", "input_shape"]
 __all__ += ["BasicBlock", "MODELS"]
 
@@ -71,8 +73,7 @@ def fc(in_shape: Sequence[int] = (1, 28, 28), classes: int = 10, seed: int | Non
     (394634, 407050)
     """
     c, h, w = _check_shape(in_shape, "fc")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"fc: hidden must be a positive number of units, got {hidden!r}")
+    checks.whole("hidden", hidden, low=1, what="a positive number of units")
     with _seeded(seed):
         model = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, classes))
         return keras_init_(model)

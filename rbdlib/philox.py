@@ -32,28 +32,35 @@ from __future__ import annotations
 
 import numpy as np
 
+from .distributions import ALL, NAMES
+
 PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57  # round multipliers
 PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments
 MASK32 = 0xFFFFFFFF
 ROUNDS = 10
 
-DISTRIBUTIONS = ("normal", "uniform", "rademacher")
-#: elements produced by one Philox call, per distribution
-ELEMENTS_PER_BLOCK = {"normal": 4, "uniform": 4, "rademacher": 128}
-#: variance of one unscaled entry, per distribution
-VARIANCE = {"normal": 1.0, "uniform": 1.0 / 3.0, "rademacher": 1.0}
+#: the distributions' names, and per name the elements of one Philox call and the variance of one unscaled entry
+#: (views of :mod:`rbdlib.distributions`, where they are declared)
+DISTRIBUTIONS = NAMES
+ELEMENTS_PER_BLOCK = {d.name: d.per_block for d in ALL}
+VARIANCE = {d.name: d.variance for d in ALL}
 
 MAX_SEED = 2**64 - 1
 MAX_INDEX = 2**32 - 1  # step, compartment, direction and block are 32-bit counter words
 MAX_SIZE = 2**34  # elements of one direction: 2**32 blocks of four (normal, uniform), so the block word never wraps
 
-# float32 constants of the transforms (shared with the compiled kernels, which import them)
+# float32 constants of the transforms; the compiled kernels read them through rbdlib.kernels.constants
 LN2 = np.float32(0.6931471805599453)
 SQRT2 = np.float32(1.4142135623730951)
 HALF_PI = np.float32(1.5707963267948966)
 TWO_POW_M22 = np.float32(2.0**-22)
 TWO_POW_M23 = np.float32(2.0**-23)
 TWO_POW_M24 = np.float32(2.0**-24)
+# polynomial coefficients, highest power first (Horner): log m = 2 s (1 + z/3 + z^2/5 + ...), z = s^2 (atanh
+# series), and the Taylor series of sin x / x and cos x in z = x^2
+LOG_SERIES = (1 / 9, 1 / 7, 1 / 5, 1 / 3, 1.0)
+SIN_SERIES = (1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0)
+COS_SERIES = (-1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0)
 
 
 def philox4x32(counter, key, rounds: int = ROUNDS) -> np.ndarray:
@@ -82,9 +89,18 @@ def philox4x32(counter, key, rounds: int = ROUNDS) -> np.ndarray:
     return np.stack(c, axis=-1).astype(np.uint32)
 
 
+def key_words(seed: int) -> tuple[int, int]:
+    """The Philox key of a 64-bit seed as two 32-bit words: (low word, high word).
+
+    >>> key_words(2**32 + 5)
+    (5, 1)
+    """
+    return seed & MASK32, seed >> 32
+
+
 def key_of(seed: int) -> np.ndarray:
-    """The Philox key of a 64-bit seed: (low word, high word)."""
-    return np.array([seed & MASK32, seed >> 32], dtype=np.uint32)
+    """:func:`key_words` as a uint32 array of shape (2,)."""
+    return np.array(key_words(seed), dtype=np.uint32)
 
 
 def words(seed: int, step: int, compartment: int, direction: int, blocks) -> np.ndarray:
@@ -118,8 +134,8 @@ def _log_unit(n: np.ndarray) -> np.ndarray:
     f = m - np.float32(1)
     s = f / (np.float32(2) + f)  # log m = 2 atanh(s), |s| < 0.172
     z = s * s
-    p = np.float32(1 / 9)
-    for coef in (1 / 7, 1 / 5, 1 / 3, 1.0):
+    p = np.float32(LOG_SERIES[0])
+    for coef in LOG_SERIES[1:]:
         p = p * z + np.float32(coef)
     return (np.float32(2) * s * p + e * LN2).astype(np.float32)
 
@@ -127,11 +143,11 @@ def _log_unit(n: np.ndarray) -> np.ndarray:
 def _sincos_quarter(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """sin and cos of x in [0, pi/4] by Taylor polynomials (error < 2e-9 before rounding)."""
     z = x * x
-    s = np.float32(1 / 362880)
-    for coef in (-1 / 5040, 1 / 120, -1 / 6, 1.0):
+    s = np.float32(SIN_SERIES[0])
+    for coef in SIN_SERIES[1:]:
         s = s * z + np.float32(coef)
-    c = np.float32(-1 / 3628800)
-    for coef in (1 / 40320, -1 / 720, 1 / 24, -1 / 2, 1.0):
+    c = np.float32(COS_SERIES[0])
+    for coef in COS_SERIES[1:]:
         c = c * z + np.float32(coef)
     return (x * s).astype(np.float32), c.astype(np.float32)
 
@@ -169,6 +185,7 @@ def rademacher_from_words(w: np.ndarray) -> np.ndarray:
 
 
 TRANSFORMS = {"normal": normal_from_words, "uniform": uniform_from_words, "rademacher": rademacher_from_words}
+assert set(TRANSFORMS) == set(NAMES), "every declared distribution has its reference transform"
 
 
 def elements(seed: int, step: int, compartment: int, direction: int, start: int, count: int,

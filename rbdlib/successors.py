@@ -37,27 +37,24 @@ moves (nor does one without ``.grad``); ``state_dict`` carries the configuration
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
-from . import philox
-from .bases import RandomBases, check_index
+from . import checks, philox
+from .bases import RandomBases
+from .conventions import check_count, check_params, flat_params, getstate
 from .step import check_grads, grad_of, name_of
 
 
 # --------------------------------------------------------------------------------------------- checks
 def _real(name: str, value, low: float, high: float = math.inf, low_open: bool = False, hint: str = "") -> float:
-    """A real number in [low, high) (or (low, high)), or a ValueError saying what was given."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and low <= value < high
-    if not ok or (low_open and value == low):
-        span = f"{'(' if low_open else '['}{low}, {high})"
-        raise ValueError(f"{name} must be a number in {span}{hint}, got {value!r}")
-    return float(value)
+    """A real number in [low, high) (or (low, high)) (:func:`rbdlib.checks.real`), its range in the message."""
+    span = f"{'(' if low_open else '['}{low}, {high})"
+    return checks.real(name, value, low, high, low_open=low_open, what=f"a number in {span}", hint=hint)
 
 
 def _positive_int(name: str, value, hint: str = "") -> int:
-    value = check_index(name, value, philox.MAX_INDEX)
+    value = checks.index(name, value, philox.MAX_INDEX)
     if value < 1:
         raise ValueError(f"{name} must be a positive integer{hint}, got {value}")
     return value
@@ -67,21 +64,6 @@ def _betas(betas) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
     return tuple(_real(f"betas[{k}]", b, 0.0, 1.0) for k, b in enumerate(betas))
-
-
-def _check_params(flat: list, who: str) -> None:
-    """Distinct float32 tensors on one cpu or cuda device, as every rbdlib optimizer needs."""
-    bad = next((p for p in flat if not isinstance(p, torch.Tensor)), None)
-    if bad is not None:
-        raise TypeError(f"{who} optimizes tensors, got a {type(bad).__name__}")
-    if len({id(p) for p in flat}) != len(flat):
-        raise ValueError("a parameter was given more than once")
-    devices = {str(p.device) for p in flat}
-    if len(devices) > 1 or not all(p.device.type in ("cpu", "cuda") for p in flat):
-        raise ValueError(f"all parameters must be on one cpu or cuda device, got {sorted(devices)}")
-    if any(p.dtype != torch.float32 for p in flat):
-        raise TypeError(f"{who} needs float32 parameters, got {sorted({str(p.dtype) for p in flat})}; "
-                        "call model.float() first")
 
 
 # --------------------------------------------------------------------------------------------- shared pieces
@@ -148,17 +130,9 @@ class _Successor(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, options: dict):
         _real("lr", lr, 0.0, hint=" (a non-negative finite learning rate)")
-        if isinstance(params, (torch.Tensor, dict)):
-            raise TypeError(f"params must be an iterable of tensors, (name, tensor) pairs or parameter groups, got "
-                            f"a single {type(params).__name__}; wrap it in a list: [params]")
-        params = list(params)
-        if not params:
-            raise ValueError("the optimizer got an empty parameter list")
-        self.names = [n for n, _ in params] if isinstance(params[0], tuple) else None
-        if self.names is not None:
-            params = [p for _, p in params]
+        groups, _, self.names = flat_params(params)
         self.options, self.steps, self.shapes = options, 0, []
-        super().__init__(params, dict(lr=lr))
+        super().__init__(groups, dict(lr=lr))
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -175,7 +149,7 @@ class _Successor(torch.optim.Optimizer):
         new = param_group["params"]
         new = [new] if isinstance(new, torch.Tensor) else list(new)
         _real("lr", param_group.get("lr", self.defaults["lr"]), 0.0, hint=" in the parameter group")
-        _check_params(self.params + new, type(self).__name__)
+        check_params(self.params + new, type(self).__name__)
         super().add_param_group(dict(param_group, params=new))
         self.shapes = [list(p.shape) for p in self.params]
 
@@ -184,8 +158,7 @@ class _Successor(torch.optim.Optimizer):
         return {**self.options, "shapes": [list(s) for s in self.shapes],
                 "groups": [len(g["params"]) for g in self.param_groups]}
 
-    def __getstate__(self) -> dict:   # copy.deepcopy and pickle keep every attribute but the hooks, as RBD
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_optimizer_") and k != "step"}
+    __getstate__ = getstate  # copy.deepcopy and pickle keep every attribute but the hooks, as RBD
 
     def check(self) -> None:
         """Step-time checks of what may have changed since construction (lrs, shapes), before anything changes."""
@@ -249,13 +222,12 @@ class _Successor(torch.optim.Optimizer):
             raise ValueError(f"state_dict was saved with a different configuration:\n saved {str(extra)[:300]}\n"
                              f" here  {self.config()}")
         steps = extra["steps"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"the saved steps must be a non-negative int, got {steps!r}")
+        check_count("steps", steps)
         params, saved = self.params, state_dict["state"]
         if not isinstance(saved, dict):
             raise ValueError(f"the saved 'state' must be a dict, got {type(saved).__name__}")
         for i, entry in saved.items():
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params):
+            if not checks.is_int(i) or not 0 <= i < len(params):
                 raise ValueError(f"the saved 'state' is keyed by parameter index in [0, {len(params)}), got {i!r}")
             want = self.expected_state(params[i])
             ok = isinstance(entry, dict) and set(entry) == set(want) and all(
@@ -309,7 +281,7 @@ class Flora(_Successor):
 
     def __init__(self, params, lr: float, rank: int, seed: int = 0, kappa: int = 1000, beta: float = 0.9):
         options = dict(rank=_positive_int("rank", rank, " (the rows of the random projection)"),
-                       seed=check_index("seed", seed, philox.MAX_SEED),
+                       seed=checks.index("seed", seed, philox.MAX_SEED),
                        kappa=_positive_int("kappa", kappa, " (steps between re-draws)"),
                        beta=_real("beta", beta, 0.0, 1.0, hint=" (the momentum's decay; 0.9 is usual)"))
         super().__init__(params, lr, options)
@@ -350,7 +322,7 @@ class _ProjectedAdam(_Successor):
 
     def __init__(self, params, lr, rank, seed, update_proj_gap, alpha, betas, eps, weight_decay, **more):
         options = dict(rank=_positive_int("rank", rank, " (the dimension of the subspace)"),
-                       seed=check_index("seed", seed, philox.MAX_SEED),
+                       seed=checks.index("seed", seed, philox.MAX_SEED),
                        update_proj_gap=_positive_int("update_proj_gap", update_proj_gap, " (steps between refreshes)"),
                        alpha=_real("alpha", alpha, 0.0, low_open=True, hint=" (the scale of the update)"),
                        betas=_betas(betas), eps=_real("eps", eps, 0.0, low_open=True),
@@ -517,7 +489,7 @@ class MeZO(_Successor):
 
     def __init__(self, params, lr: float, dim: int = 1, seed: int = 0, eps: float = 1e-3):
         options = dict(dim=_positive_int("dim", dim, " (perturbations per step)"),
-                       seed=check_index("seed", seed, philox.MAX_SEED),
+                       seed=checks.index("seed", seed, philox.MAX_SEED),
                        eps=_real("eps", eps, 0.0, low_open=True, hint=" (the perturbation's size; 1e-3 is usual)"))
         super().__init__(params, lr, options)
         self.losses: list[float] = []   # the losses the last step saw

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks
 from ._progress import bar as progress_bar
 from .data import batches
 
@@ -168,22 +169,37 @@ def _interactive() -> bool:
     return sys.stdout.isatty()
 
 
+def _check_arguments(data, epochs, batch_size: int, eval_every, max_steps) -> None:
+    """The training loop's arguments, checked before anything runs (the messages name the argument)."""
+    for attr in ("train_x", "train_y", "val_x", "val_y"):
+        if not hasattr(data, attr):
+            raise TypeError(f"train needs a Dataset (train_x, train_y, val_x, val_y), not {type(data)}")
+    for name, value, low, what in (("eval_every", eval_every, 1, "a positive step count or None (each epoch)"),
+                                   ("batch_size", batch_size, 1, "a positive int"),
+                                   ("max_steps", max_steps, 0, "a step count >= 0 or None (no limit)")):
+        if not ((value is None and "None" in what) or (checks.is_int(value) and value >= low)):
+            raise ValueError(f"{name} must be {what}, not {value!r}")
+    if not checks.is_real(epochs) or not 0 < epochs < math.inf:
+        raise ValueError(f"epochs must be a positive finite number of passes (fractions allowed), not {epochs!r}")
+
+
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: Any,
     epochs: float = 1,
+    *,
     batch_size: int = 32,
     augment: Augment | None = None,
     seed: int = 0,
-    eval_every: int | None = None,
     device: str | torch.device = "cpu",
-    progress: bool | None = None,
-    callback: Callable[[dict[str, Any], nn.Module], bool | None] | None = None,
-    closure_optimizer: bool | None = None,
     max_steps: int | None = None,
+    eval_every: int | None = None,
     eval_at_start: bool = True,
     eval_batch_size: int = 5000,
+    callback: Callable[[dict[str, Any], nn.Module], bool | None] | None = None,
+    closure_optimizer: bool | None = None,
+    progress: bool | None = None,
 ) -> History:
     """Train ``model`` on ``data.train_x/train_y`` with cross-entropy on logits; validate on ``val_x/val_y``.
 
@@ -191,15 +207,16 @@ def train(
         data: a ``rbdlib.data.Dataset`` (or anything with ``train_x, train_y, val_x, val_y``).
         epochs: passes over the training set (fractions allowed); one epoch is ``ceil(N / batch_size)``
             mini-batches, however many optimizer steps consumed them (an NES step consumes many).
-        augment: ``augment(x, generator) -> x`` applied to every training batch, e.g. ``augment_mnist``.
-        seed: seeds the shuffling and augmentation; the same seed, model and optimizer give the same run.
-        eval_every: evaluate every this many optimizer steps; default: at the end of every epoch.
-        progress: draw a tqdm bar; default only in a terminal or notebook.
-        callback: ``callback(record, model)`` after each evaluation; return True to stop training.
-        closure_optimizer: call ``optimizer.step(closure)``; default ``getattr(optimizer, "needs_closure")``.
-        max_steps: stop after this many optimizer steps even if ``epochs`` are not done.
-        eval_at_start: evaluate before the first step too (default), so every history starts from a
-            measured record of the initial weights (epoch 0, ``train_loss`` None).
+
+    Keyword-only, by theme. The batches: ``batch_size``; ``augment(x, generator) -> x`` applied to every
+    training batch, e.g. ``augment_mnist``; ``seed`` seeds the shuffling and augmentation (the same seed, model and
+    optimizer give the same run); ``device``. How long: ``max_steps`` stops after this many optimizer steps even
+    if ``epochs`` are not done. When to evaluate: every ``eval_every`` optimizer steps (default: at the end of
+    every epoch), and before the first step when ``eval_at_start`` (default, so every history starts from a
+    measured record of the initial weights: epoch 0, ``train_loss`` None), in batches of ``eval_batch_size``;
+    ``callback(record, model)`` after each evaluation, which returns True to stop training. How to step:
+    ``closure_optimizer`` calls ``optimizer.step(closure)`` (default ``getattr(optimizer, "needs_closure")``).
+    ``progress``: draw a tqdm bar; default only in a terminal or notebook.
 
     Training stops early if the training loss becomes NaN or infinite, or the optimizer refuses a step for
     a non-finite gradient (``FloatingPointError``, as RBD and NES do): ``config["diverged"]`` is then True.
@@ -212,25 +229,13 @@ def train(
     >>> h["step"]                # the first record measures the initial weights
     [0, 10, 20]
     """
-    for attr in ("train_x", "train_y", "val_x", "val_y"):
-        if not hasattr(data, attr):
-            raise TypeError(f"train needs a Dataset (train_x, train_y, val_x, val_y), not {type(data)}")
-    for name, value, low, what in (("eval_every", eval_every, 1, "a positive step count or None (each epoch)"),
-                                   ("batch_size", batch_size, 1, "a positive int"),
-                                   ("max_steps", max_steps, 0, "a step count >= 0 or None (no limit)")):
-        if not ((value is None and "None" in what) or
-                (isinstance(value, int) and not isinstance(value, bool) and value >= low)):
-            raise ValueError(f"{name} must be {what}, not {value!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not 0 < epochs < math.inf:
-        raise ValueError(f"epochs must be a positive finite number of passes (fractions allowed), not {epochs!r}")
+    _check_arguments(data, epochs, batch_size, eval_every, max_steps)
     device = torch.device(device)
     model.to(device)
     model.train()
     generator = torch.Generator().manual_seed(seed)
     stream = _BatchStream(data.train_x, data.train_y, batch_size, generator, augment, device)
-    use_closure = closure_optimizer
-    if use_closure is None:
-        use_closure = getattr(optimizer, "needs_closure", False)
+    use_closure = getattr(optimizer, "needs_closure", False) if closure_optimizer is None else closure_optimizer
     step_once = _closure_step if use_closure else _gradient_step
 
     history = History(

@@ -14,7 +14,7 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rbdlib import results
+from . import results
 
 # One colour per method in every figure of every notebook, so a method is recognised at a glance.
 METHOD_COLORS = {"sgd": "tab:blue", "rbd": "tab:orange", "fpd": "tab:green", "nes": "tab:red"}
@@ -31,7 +31,7 @@ def method_color(label: str) -> str:
     return METHOD_COLORS.get(head, "tab:gray")
 
 
-def _mean_band(ax, x, mean, sd, **style):
+def mean_band(ax, x, mean, sd, **style):
     """A mean line, in a band of ± one sd when ``sd`` is given (several seeds)."""
     line, = ax.plot(x, mean, **style)
     if sd is not None:
@@ -57,7 +57,7 @@ def plot_accuracy(histories: dict, ax=None, title: str = "validation accuracy", 
         runs = list(runs) if isinstance(runs, (list, tuple)) else [runs]
         acc = np.array([[100 * a for a in h["val_acc"]] for h in runs])
         color = (colors or {}).get(label) or (method_color(label) if method_color(label) != "tab:gray" else None)
-        _mean_band(ax, runs[0]["step"], acc.mean(0), acc.std(0, ddof=1) if len(runs) > 1 else None,
+        mean_band(ax, runs[0]["step"], acc.mean(0), acc.std(0, ddof=1) if len(runs) > 1 else None,
                    marker=".", color=color, label=label)
     ax.set(xlabel="optimizer steps", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
@@ -361,7 +361,7 @@ def plot_scheme_curves(runs: list[dict], title: str = "validation accuracy, mean
         style = scheme_style(scheme)
         for r in group:
             ax.plot(*results.curve(r), color=style["color"], lw=0.6, alpha=0.5)
-        _mean_band(ax, epochs, mean, sd, lw=2, label=f"{scheme}{f' (lr {lr})' if lr else ''} ({len(group)} seed"
+        mean_band(ax, epochs, mean, sd, lw=2, label=f"{scheme}{f' (lr {lr})' if lr else ''} ({len(group)} seed"
                    f"{'s' * (len(group) > 1)})", **style)
     ax.set(xlabel="epoch (0 = initial weights)", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)

@@ -19,7 +19,7 @@ The schemes are those of ``results/compartments.sh``, d = 250, +-1 bases as in t
 * equal cost: the same cut with d = 250 directions in every compartment, lr 0.5 (the same d x D random numbers
   per step as one basis, as long as no compartment is capped at its size).
 
-Theory (notebook 05, equation 2; ``rbdlib.compartments.predicted_cosine``). Entries of every P_k are s z with
+Theory (notebook 05, equation 2; ``rbdlib.theory.predicted_cosine``). Entries of every P_k are s z with
 s = 1/sqrt(D) and z i.i.d. with unit variance and fourth moment mu (3 normal, 1 for +-1). With
 w_k = |g_k|^2 and m_k = D_k + d_k + mu - 2, the step Delta = sum_k P_k P_k^T g_k has
 
@@ -54,8 +54,8 @@ from pathlib import Path
 import rbdlib  # (import order does not matter: the kernels run on torch's own threads)
 import torch
 # isort: on
-from rbdlib.compartments import FOURTH_MOMENT, expected_step, predicted_cosine
 from rbdlib.models import fc
+from rbdlib.theory import FOURTH_MOMENT, expected_step, predicted_cosine
 
 DIM, LR, BATCH = 250, 0.5, 32
 # label: (compartments, split_dim, lr, comparison)

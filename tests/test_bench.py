@@ -1,8 +1,10 @@
 """The benchmark commands run and print complete tables (timings are reported, never asserted)."""
 
+import inspect
 import re
 
 from rbdlib import bench
+from rbdlib.bench import process
 
 
 def test_bases_quick_table(capsys):
@@ -35,10 +37,12 @@ def test_all_quick_has_every_section(capsys, monkeypatch):
 
 def test_start_table_runs(monkeypatch):
     runs = []
-    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **kw: runs.append((env["NUMBA_CACHE_DIR"], cmd[-1])))
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, env, **kw: runs.append((env["NUMBA_CACHE_DIR"], cmd[1:])))
     table = bench.start_table(warm_runs=2)
     assert "empty compile cache" in table and "warm cache" in table and "torch alone" in table
     assert len(runs) == 5 and len({cache for cache, _ in runs}) == 1  # one temporary cache: compiled once, then loaded
     codes = [code for _, code in runs]
-    assert codes[0] == codes[1] == codes[3] == bench._START and "rbdlib.RBD" in bench._START
-    assert codes[2] == codes[4] == bench._START_TORCH and "rbdlib" not in bench._START_TORCH
+    assert codes[0] == codes[1] == codes[3] == bench.START and codes[2] == codes[4] == bench.START_TORCH
+    # the programs are real code (rbdlib/bench/process.py): RBD in one, torch alone in the other
+    source = inspect.getsource(process.first_step)
+    assert "rbdlib.RBD" in source and "torch.optim.SGD" in source and bench.START[-1] == "rbdlib"

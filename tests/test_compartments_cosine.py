@@ -1,5 +1,5 @@
 """cos(RBD step, gradient) per compartment scheme, measured over many basis draws, against
-``rbdlib.compartments.predicted_cosine`` (notebook 05's equation 2 and its first-order spread).
+``rbdlib.theory.predicted_cosine`` (notebook 05's equation 2 and its first-order spread).
 
 The measurement is the optimizer's own ``last_cosine`` at ``lr=0`` (fresh bases every step, nothing moves),
 checked once against the cosine of the step built from materialized bases. The gradient is deliberately
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import rbdlib
-from rbdlib.compartments import predicted_cosine
+from rbdlib.theory import predicted_cosine
 
 SIZES, SCALES = [4000, 64, 640, 10], [0.3, 3.0, 4.0, 10.0]   # 3 % of the parameters hold 97 % of |g|^2
 SCHEMES = [("network", False), ("tensor", True), ("tensor", False), (1000, False), (1000, True)]

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rbdlib.kernels import cpu, cuda
+from rbdlib.kernels import constants, cuda
 
 PACKAGES = {12: ("nvidia-cuda-nvrtc-cu12", "cuda_nvrtc/lib/libnvrtc.so.12"),
             13: ("nvidia-cuda-nvrtc", "cu13/lib/libnvrtc.so.13")}
@@ -115,8 +115,8 @@ def recorded_launches() -> dict[str, tuple]:
         calls.setdefault(kernel, args)
 
     f32, f64 = np.zeros(64, np.float32), np.zeros(64, np.float64)
-    cuda.launch_project(record, f32, f64, f32[:2], 2, cpu.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
-    cuda.launch_expand(record, f32[:2], f32, cpu.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
+    cuda.launch_project(record, f32, f64, f32[:2], 2, constants.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
+    cuda.launch_expand(record, f32[:2], f32, constants.CODES["normal"], 1, 2, 3, 4, 5, 0.5)
     cuda.launch_materialize(record, np.zeros(2, np.int64), np.zeros((2, 64), np.float32), 0, 1, 2, 3, 4)
     cuda.launch_words(record, np.zeros((4, 4), np.uint32), 1, 2, np.zeros((4, 4), np.uint32))
     return calls
@@ -165,8 +165,8 @@ def test_ptx_holds_the_transform_constants_bit_for_bit(major):
     The compiler may fold a negative constant's sign into the operation (``C8 - 0.275e-6 * z``), which
     is exact, so the magnitude's bits are what is looked for."""
     ptx = ptx_for(major, archs_of(major)[-1]).upper()
-    for name in cuda.CONSTANTS:
-        bits = int(abs(np.float32(getattr(cpu, "_" + name))).view(np.uint32))
+    for name in constants.FLOATS:
+        bits = int(abs(np.float32(getattr(constants, name))).view(np.uint32))
         signed = {f"0F{bits:08X}", f"0F{bits | 0x80000000:08X}"}
         assert any(b in ptx for b in signed), f"{name}: 0f{bits:08x} (either sign) not in the PTX"
 

@@ -23,7 +23,7 @@ import torch
 
 import rbdlib
 from rbdlib import philox as ref
-from rbdlib.kernels import cpu, cuda
+from rbdlib.kernels import constants, cuda
 
 SHIM = r"""
 #include <barrier>
@@ -144,7 +144,7 @@ def test_materialize_bit_identical_to_reference(emulator, distribution):
     for size in (1, 5, 127, 129, 1000):
         rows = np.array([0, 3, 5], np.int64)
         out = np.empty((3, size), np.float32)
-        cuda.launch_materialize(emulator, rows, out, cpu.CODES[distribution], key[0], key[1], step, compartment)
+        cuda.launch_materialize(emulator, rows, out, constants.CODES[distribution], key[0], key[1], step, compartment)
         for r, row in zip(rows, out):
             np.testing.assert_array_equal(row, ref.elements(seed, step, compartment, r, 0, size, distribution))
 

@@ -24,8 +24,10 @@ from rbdlib.data import (
     augment_mnist,
     batches,
     best_available,
+    formats,
     load_dataset,
     random_crop,
+    sources,
 )
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -93,7 +95,7 @@ def isolated(tmp_path, monkeypatch):
     def offline(url, timeout=None):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(data, "_urlopen", offline)
+    monkeypatch.setattr(sources, "_urlopen", offline)
     return tmp_path
 
 
@@ -221,7 +223,7 @@ def serve(monkeypatch, name: str, folder: Path, sha256: dict | None = None) -> N
         digest = (sha256 or {}).get(path.name, hashlib.sha256(path.read_bytes()).hexdigest())
         remotes.append(RemoteFile(path.name, (path.as_uri(),), digest))
     monkeypatch.setitem(data.SOURCES, name, tuple(remotes))
-    monkeypatch.setattr(data, "_urlopen", data.urllib.request.urlopen)
+    monkeypatch.setattr(sources, "_urlopen", sources.urllib.request.urlopen)
 
 
 def test_good_download_is_cached_and_reused(isolated, monkeypatch):
@@ -256,7 +258,7 @@ def test_truncated_download_keeps_nothing(isolated, monkeypatch):
     payload = gzip.compress(idx_bytes(np.random.default_rng(0).integers(0, 256, (3, 28, 28))))
     remote = RemoteFile("t10k-images-idx3-ubyte.gz", ("https://example.invalid/t10k",), "0" * 64)
     monkeypatch.setitem(data.SOURCES, "mnist", (remote,))
-    monkeypatch.setattr(data, "_urlopen", lambda url, timeout=None: FakeResponse(payload[:50], len(payload)))
+    monkeypatch.setattr(sources, "_urlopen", lambda url, timeout=None: FakeResponse(payload[:50], len(payload)))
     with pytest.raises(DatasetNotFoundError, match="truncated download: got 50 of"):
         load_dataset("mnist", progress=False)
     cache = isolated / "cache" / "rbdlib" / "mnist"
@@ -379,13 +381,13 @@ def test_a_killed_download_leaves_no_part_file_and_stale_ones_are_removed(isolat
     stale, fresh = cache / ".t10k-images-idx3-ubyte.gz.dead.part", cache / ".t10k-images-idx3-ubyte.gz.live.part"
     stale.write_bytes(b"x")
     fresh.write_bytes(b"x")
-    os.utime(stale, (time.time() - 2 * data.STALE_PART_SECONDS,) * 2)
+    os.utime(stale, (time.time() - 2 * sources.STALE_PART_SECONDS,) * 2)
 
     class Killed(FakeResponse):
         def read(self, n=-1):
             raise KeyboardInterrupt  # the user stops the download half-way
 
-    monkeypatch.setattr(data, "_urlopen", lambda url, timeout=None: Killed(payload, len(payload)))
+    monkeypatch.setattr(sources, "_urlopen", lambda url, timeout=None: Killed(payload, len(payload)))
     with pytest.raises(KeyboardInterrupt):
         load_dataset("mnist", progress=False)
     assert sorted(p.name for p in cache.iterdir()) == [fresh.name]  # the stale one went, no new one stayed
@@ -423,8 +425,8 @@ def test_idx_whose_data_outgrows_its_header_stops_reading_at_the_declared_size(t
 def test_cifar_member_larger_than_a_batch_is_refused_before_extracting(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
-    big = {"cifar-10-batches-bin/data_batch_1.bin": bytes(data.CIFAR_BATCH_BYTES + 3073)}
+    big = {"cifar-10-batches-bin/data_batch_1.bin": bytes(formats.CIFAR_BATCH_BYTES + 3073)}
     write_cifar_archive(folder / "cifar-10-binary.tar.gz", extra_members=big)
     with pytest.raises(DatasetFormatError, match="data_batch_1.bin declares 30,733,073 bytes, more than a CIFAR-10"):
-        data._extract_cifar(folder / "cifar-10-binary.tar.gz")
+        formats._extract_cifar(folder / "cifar-10-binary.tar.gz")
     assert not [p for p in (folder / "cifar-10-batches-bin").iterdir() if p.name.startswith("data_batch_1")]

@@ -30,8 +30,9 @@ from torch import nn
 
 import rbdlib
 from rbdlib import FPD, NES, RBD, FixedSubspace, RandomBases, data, distributed, experiments, philox4x32, replay
+from rbdlib import shared_seeds as example
 from rbdlib.data import Dataset, DatasetFormatError, load_dataset
-from rbdlib.distributed.__main__ import main as distributed_main
+from rbdlib.shared_seeds import main as distributed_main
 
 
 # ------------------------------------------------------------------------------------------- the world
@@ -421,7 +422,7 @@ def forged(edit):
     """A record whose configuration ``edit`` changed, its (unkeyed) digest recomputed as a forger would."""
     def apply(record):
         edit(record["config"])
-        record["log_digest"] = rbdlib.optim._log_digest(record["log"], record["config"], record["initial_weights"])
+        record["log_digest"] = rbdlib.record.log_digest(record["log"], record["config"], record["initial_weights"])
     return apply
 
 
@@ -734,10 +735,10 @@ def held_port(run):
 
 
 bad("launch(port held by another program) says so before starting a process",
-    held_port(lambda port: distributed.launch(distributed.train, 2, port=port)), RuntimeError,
+    held_port(lambda port: distributed.launch(example.train, 2, port=port)), RuntimeError,
     r"port \d+ on 127.0.0.1 is in use by another program .* No process was started")
 for value in (0, -1, 2**16, 1.5, "29500", True):
-    bad(f"launch(port={value!r})", lambda w, v=value: distributed.launch(distributed.train, 2, port=v), ValueError,
+    bad(f"launch(port={value!r})", lambda w, v=value: distributed.launch(example.train, 2, port=v), ValueError,
         f"port must be None \\(a free port\\) or an int in \\[1, 65535\\], got {re.escape(repr(value))}")
 good("communication(world_size=2)", lambda w: distributed.communication(w.rbd, 2),
      lambda w, c: c["coord_bytes_per_step"] == 4 * 3 * 2 or pytest.fail(str(c)))
@@ -832,7 +833,7 @@ good("run_dir keeps any spec inside --out",
      lambda w, path: path.resolve().is_relative_to((w.tmp / "out").resolve()) or pytest.fail(str(path)))
 
 
-# --- python -m rbdlib.distributed
+# --- python -m rbdlib.shared_seeds
 def dist_cli(*argv):
     return lambda w: distributed_main(list(argv))
 

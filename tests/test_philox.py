@@ -16,7 +16,7 @@ import torch
 
 import rbdlib
 from rbdlib import philox as ref
-from rbdlib.kernels import cpu
+from rbdlib.kernels import constants, cpu
 
 # Random123 kat_vectors for philox4x32_10: (counter, key, expected output), hex words.
 KNOWN_ANSWERS = [
@@ -232,7 +232,7 @@ KERNEL_CASES = [  # (seed, step, compartment, direction)
 def test_kernel_materialize_is_bit_identical_to_reference(distribution, size):
     for seed, step, comp, direction in KERNEL_CASES:
         out = np.full((1, size), np.nan, np.float32)
-        cpu.materialize(np.array([direction], np.int64), size, cpu.CODES[distribution],
+        cpu.materialize(np.array([direction], np.int64), size, constants.CODES[distribution],
                         np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32), step, comp, out)
         expected = ref.elements(seed, step, comp, direction, 0, size, distribution)
         np.testing.assert_array_equal(out[0].view(np.uint32), expected.view(np.uint32))
@@ -246,7 +246,8 @@ def test_kernel_is_the_reference_up_to_the_last_block_of_the_largest_direction(d
     assert (ref.MAX_SIZE - 1) // ref.ELEMENTS_PER_BLOCK["normal"] == ref.MAX_INDEX
     per, seed = ref.ELEMENTS_PER_BLOCK[distribution], 2**40 + 3
     out = np.full(2 * per, np.nan, np.float32)
-    cpu.fill(out, cpu.CODES[distribution], 2**32 - 2, 2, 5, 1, 7, np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32))
+    cpu.fill(out, constants.CODES[distribution], 2**32 - 2, 2, 5, 1, 7, np.uint64(seed & 0xFFFFFFFF),
+             np.uint64(seed >> 32))
     expected = ref.elements(seed, 7, 1, 5, (2**32 - 2) * per, 2 * per, distribution)
     np.testing.assert_array_equal(out.view(np.uint32), expected.view(np.uint32))
     assert rbdlib.RandomBases(seed, 0, 0, 1, ref.MAX_SIZE).size == ref.MAX_SIZE  # allocates nothing

@@ -17,6 +17,8 @@ import traceback
 import torch
 import torch.distributed as dist
 
+from .. import checks
+
 
 def _unreachable(rank: int, host: str, port: int, timeout: float) -> str:
     """Why rank ``rank`` could not reach the store of rank 0 at host:port: what is (not) listening there."""
@@ -146,7 +148,7 @@ def _launched(fn, rank, world_size, port, timeout, threads, queue, args):
 
 def _check_port(port) -> int:
     """A port given to :func:`launch`: an int in [1, 65535] that no other program holds now."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 2**16:
+    if not checks.is_int(port) or not 0 < port < 2**16:
         raise ValueError(f"port must be None (a free port) or an int in [1, 65535], got {port!r}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -173,17 +175,17 @@ def launch(fn, world_size: int, *args, timeout: float = 60.0, threads: int | Non
 
     Processes are started with "spawn", so ``fn`` and ``args`` must be picklable and ``fn`` importable:
     a function defined in a module, not in a notebook cell or ``__main__`` of an interactive session
-    (:func:`train` is one you can use directly). Results travel back pickled. In a script, call
-    ``launch`` under ``if __name__ == "__main__":`` (spawned processes re-import the script).
+    (:func:`rbdlib.shared_seeds.train` is one you can use directly). Results travel back pickled. In a script,
+    call ``launch`` under ``if __name__ == "__main__":`` (spawned processes re-import the script).
 
+    >>> from rbdlib.shared_seeds import train               # doctest: +SKIP
     >>> results = launch(train, 2, "shared", 3)            # doctest: +SKIP
     >>> [r["rank"] for r in results]                        # doctest: +SKIP
     [0, 1]
     """
     import torch.multiprocessing as mp
 
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+    checks.whole("world_size", world_size, low=1)
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // world_size)
     join_timeout = 2 * timeout + 120 if join_timeout is None else join_timeout

@@ -37,10 +37,10 @@ message as the coordinates, so agreeing costs no extra round trip. Buffers of th
 statistics), when ``model`` is given, are broadcast from rank 0 after every step, as DDP does, and are part
 of the fingerprint that :meth:`DistributedRBD.check` and :meth:`DistributedRBD.in_sync` compare.
 
-This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer and the
-bases. Starting processes is :mod:`rbdlib.distributed.launcher` (``torchrun --nproc-per-node N -m
-rbdlib.distributed`` or :func:`~rbdlib.distributed.launcher.launch` from a notebook), the example training
-loop :mod:`rbdlib.distributed.example` and the command line ``rbdlib/distributed/__main__.py``.
+This module is the protocol (what ranks exchange) and imports nothing of rbdlib but the optimizer, its
+conventions and the checks. Starting processes is :mod:`rbdlib.distributed.launcher` (under ``torchrun``, or
+:func:`~rbdlib.distributed.launcher.launch` from a notebook); an example training loop and its command line
+are :mod:`rbdlib.shared_seeds` (``torchrun --nproc-per-node N -m rbdlib.shared_seeds``).
 
 >>> import torch, rbdlib
 >>> model = torch.nn.Linear(784, 10)
@@ -54,14 +54,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import numbers
 import time
 
 import torch
 import torch.distributed as dist
 
-from ..bases import check_index
-from ..optim import RBD, _getstate, eager
+from .. import checks
+from ..conventions import eager, getstate
+from ..optim import RBD
 
 SCHEMES = ("shared", "independent")
 FLOAT_BYTES = 4
@@ -82,9 +82,8 @@ def communication(optimizer: RBD, world_size: int, scheme: str = "independent") 
     """
     if not isinstance(optimizer, RBD):
         raise TypeError(f"communication needs an rbdlib.RBD optimizer, got {type(optimizer).__name__}")
-    if isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral) or world_size < 1:
-        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
-    _check_scheme(scheme)
+    checks.whole("world_size", world_size, low=1)
+    checks.choice("scheme", scheme, SCHEMES)
     copies = 1 if scheme == "shared" else int(world_size)
     control = 1 + len(optimizer.params)
     coord = FLOAT_BYTES * optimizer.num_coords * copies
@@ -92,11 +91,6 @@ def communication(optimizer: RBD, world_size: int, scheme: str = "independent") 
             "parameters": optimizer.size, "coord_bytes_per_step": coord,
             "bytes_per_step": coord + FLOAT_BYTES * control * copies,
             "ddp_bytes_per_step": FLOAT_BYTES * optimizer.size}
-
-
-def _check_scheme(scheme) -> None:
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
 
 
 def agree(value, what: str, group=None) -> None:
@@ -186,7 +180,7 @@ class DistributedRBD(torch.optim.Optimizer):
                  check: bool = True, model: torch.nn.Module | None = None):
         if not isinstance(optimizer, RBD):
             raise TypeError(f"DistributedRBD wraps an rbdlib.RBD optimizer, got {type(optimizer).__name__}")
-        _check_scheme(scheme)
+        checks.choice("scheme", scheme, SCHEMES)
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (its buffers are kept in sync), "
                             f"got {type(model).__name__}")
@@ -207,7 +201,7 @@ class DistributedRBD(torch.optim.Optimizer):
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.device = optimizer.params[0].device
         if scheme == "independent":  # rank r draws directions r d_k ... (r+1) d_k - 1: a 32-bit counter word
-            check_index("world_size * dim (the directions of all workers)", self.world_size * max(optimizer.dims),
+            checks.index("world_size * dim (the directions of all workers)", self.world_size * max(optimizer.dims),
                         2**32)
         comm = communication(optimizer, self.world_size, scheme)
         self.buffer_bytes_per_step = sum(b.numel() * b.element_size() for b in self.buffers)
@@ -247,7 +241,7 @@ class DistributedRBD(torch.optim.Optimizer):
         if self.group is not None:
             raise TypeError("a DistributedRBD on a process group other than the default one cannot be copied or "
                             "pickled (the group is a set of connections); copy the wrapped RBD and wrap the copy")
-        return _getstate(self)
+        return getstate(self)
 
     def add_param_group(self, param_group: dict) -> None:
         if hasattr(self, "optimizer"):

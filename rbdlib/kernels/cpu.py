@@ -36,11 +36,32 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from .. import philox as ref
+from .constants import (
+    C2,
+    C4,
+    C6,
+    C8,
+    C10,
+    FLUSH,
+    HALF_PI,
+    L3,
+    L5,
+    L7,
+    L9,
+    LN2,
+    P22,
+    P24,
+    PER_BLOCK,
+    RADEMACHER,
+    S3,
+    S5,
+    S7,
+    S9,
+    SQRT2,
+    UNIFORM,
+)
 
 TILE = 2048  # elements per tile: a multiple of 128 (one Rademacher block) and small enough for L1
-FLUSH = 64  # expand adds this many directions in float32 before moving the sum to float64
-NORMAL, UNIFORM, RADEMACHER = 0, 1, 2
-CODES = {"normal": NORMAL, "uniform": UNIFORM, "rademacher": RADEMACHER}
 
 # Numba promotes mixed signed/unsigned integers to float64, so every constant is typed explicitly.
 _U = np.uint64
@@ -48,11 +69,6 @@ _M0, _M1, _W0, _W1 = _U(ref.PHILOX_M0), _U(ref.PHILOX_M1), _U(ref.PHILOX_W0), _U
 _MASK, _S32, _S8 = _U(ref.MASK32), _U(32), _U(8)
 _F = np.float32
 _ONE, _TWO, _HALF, _MTWO = _F(1), _F(2), _F(0.5), _F(-2)
-_LN2, _SQRT2, _HALF_PI = ref.LN2, ref.SQRT2, ref.HALF_PI
-_P22, _P23, _P24 = ref.TWO_POW_M22, ref.TWO_POW_M23, ref.TWO_POW_M24
-_L9, _L7, _L5, _L3 = _F(1 / 9), _F(1 / 7), _F(1 / 5), _F(1 / 3)
-_S9, _S7, _S5, _S3 = _F(1 / 362880), _F(-1 / 5040), _F(1 / 120), _F(-1 / 6)
-_C10, _C8, _C6, _C4, _C2 = _F(-1 / 3628800), _F(1 / 40320), _F(-1 / 720), _F(1 / 24), _F(-1 / 2)
 
 _jit = dict(nogil=True, cache=True, error_model="numpy")
 
@@ -69,7 +85,7 @@ def philox(c0, c1, c2, c3, k0, k1):
 
 @njit(inline="always", **_jit)
 def _uniform(w):
-    return _F(np.int32(np.int64(w >> _S8) * 2 + 1 - (1 << 24))) * _P24
+    return _F(np.int32(np.int64(w >> _S8) * 2 + 1 - (1 << 24))) * P24
 
 
 @njit(inline="always", **_jit)
@@ -89,14 +105,14 @@ def _radius(k):
     [1, 2) and exponent come from the bits of float32(n), which is exact (n <= 2**24): no loop, no branch."""
     bits = _F(k + 1).view(np.int32)
     m = np.int32((bits & _MANTISSA) | _EXP_ONE).view(np.float32)
-    big = m > _SQRT2
+    big = m > SQRT2
     m = m * _HALF if big else m
     e = _F(np.int32((bits >> 23) - _EXP_BIAS) + np.int32(big))
     f = m - _ONE
     s = f / (_TWO + f)
     z = s * s
-    p = (((_L9 * z + _L7) * z + _L5) * z + _L3) * z + _ONE
-    return np.sqrt(_MTWO * (_TWO * s * p + e * _LN2))
+    p = (((L9 * z + L7) * z + L5) * z + L3) * z + _ONE
+    return np.sqrt(_MTWO * (_TWO * s * p + e * LN2))
 
 
 _LOW22 = np.int32((1 << 22) - 1)
@@ -109,10 +125,10 @@ def _sincos(k):
     quadrant = k >> 22
     r = np.int32(k & _LOW22)
     upper = r > (1 << 21)
-    x = _F(np.int32((1 << 22) - r) if upper else r) * _P22 * _HALF_PI
+    x = _F(np.int32((1 << 22) - r) if upper else r) * P22 * HALF_PI
     z = x * x
-    s = x * ((((_S9 * z + _S7) * z + _S5) * z + _S3) * z + _ONE)
-    c = ((((_C10 * z + _C8) * z + _C6) * z + _C4) * z + _C2) * z + _ONE
+    s = x * ((((S9 * z + S7) * z + S5) * z + S3) * z + _ONE)
+    c = ((((C10 * z + C8) * z + C6) * z + C4) * z + C2) * z + _ONE
     s, c = (c, s) if upper else (s, c)
     # rotate by quadrant * pi/2 with selects and exact sign flips (branch-free, so it vectorizes)
     odd = (quadrant & 1) == 1
@@ -295,7 +311,7 @@ def _expand_dense(c, size, dist, seed0, seed1, step, compartment, offset, scale,
 
 @njit(**_jit)
 def _materialize_rows(rows, size, dist, seed0, seed1, step, compartment, out, row0, row1):
-    per = 128 if dist == RADEMACHER else 4
+    per = PER_BLOCK[dist]
     nblocks = (size + per - 1) // per
     buf = np.empty(nblocks * per, np.float32)
     for r in range(row0, row1):
@@ -613,6 +629,51 @@ def materialize(rows, size, dist, seed0, seed1, step, compartment, out):
     """out[r, :] = unscaled direction rows[r] (float32); for teaching and tests."""
     _parallel(_materialize_rows, rows.shape[0], rows.shape[0] * size,
               (rows, size, dist, seed0, seed1, step, compartment, out))
+
+
+def piece_rates(repeats: int = 15) -> dict:
+    """Seconds per Philox word, per normal transform (one element) and per float32 dot element, on one thread
+    over one tile in L1 cache (best of ``repeats``), measured with the kernels' own inlined pieces: what
+    ``python -m rbdlib.bench limit`` builds the machine's limit from."""
+    import time
+
+    u = np.uint64
+
+    @njit(nogil=True, error_model="numpy")
+    def words(bits, reps):
+        for r in range(reps):
+            _words(bits, 0, bits.shape[0] // 4, r, 0, 0, u(1), u(2))
+
+    @njit(nogil=True, error_model="numpy")
+    def transform(top, out, reps):  # the second pass of fill for normal bases, on int32 words
+        for _ in range(reps):
+            for p in range(top.shape[0] // 2):
+                r = _radius(top[2 * p])
+                s, c = _sincos(top[2 * p + 1])
+                out[2 * p], out[2 * p + 1] = r * c, r * s
+
+    @njit(nogil=True, error_model="numpy")
+    def dot(basis, g, reps):
+        acc = 0.0
+        for _ in range(reps):
+            acc += _dot(basis, g, 0, basis.shape[0])
+        return acc
+
+    n, reps = TILE, 200
+    bits = np.empty(n, np.uint32)
+    top = np.random.default_rng(0).integers(0, 1 << 24, n).astype(np.int32)  # the top 24 bits of words
+    g = np.ones(n, np.float32)
+
+    def best(f, *args):
+        f(*args, 1)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(*args, reps)
+            times.append(time.perf_counter() - start)
+        return min(times) / (reps * n)
+
+    return {"word": best(words, bits), "normal": best(transform, top, g.copy()), "dot": best(dot, g.copy(), g)}
 
 
 def set_threads(n: int | None) -> int:

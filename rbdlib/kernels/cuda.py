@@ -19,7 +19,7 @@ import functools
 import numpy as np
 import torch
 
-from .cpu import CODES, FLUSH, RADEMACHER  # noqa: F401  (the codes are shared with the CPU kernels)
+from .constants import RADEMACHER, defines
 
 TILE = 8192  # elements per (direction, tile) block in project
 THREADS = 256
@@ -27,15 +27,14 @@ THREADS = 256
 SOURCE = r"""
 typedef unsigned int u32;
 typedef unsigned long long u64;
-#define RADEMACHER 2
 
 __device__ __forceinline__ uint4 philox(uint4 c, u32 k0, u32 k1) {
     #pragma unroll
-    for (int r = 0; r < 10; ++r) {
-        u32 hi0 = __umulhi(0xD2511F53u, c.x), lo0 = 0xD2511F53u * c.x;
-        u32 hi1 = __umulhi(0xCD9E8D57u, c.z), lo1 = 0xCD9E8D57u * c.z;
+    for (int r = 0; r < PHILOX_ROUNDS; ++r) {
+        u32 hi0 = __umulhi(PHILOX_M0, c.x), lo0 = PHILOX_M0 * c.x;
+        u32 hi1 = __umulhi(PHILOX_M1, c.z), lo1 = PHILOX_M1 * c.z;
         c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
-        k0 += 0x9E3779B9u; k1 += 0xBB67AE85u;
+        k0 += PHILOX_W0; k1 += PHILOX_W1;
     }
     return c;
 }
@@ -84,7 +83,7 @@ __device__ __forceinline__ void sincos_of(u32 w, float* sn, float* cs) {
 
 // four elements of one block (normal or uniform)
 __device__ __forceinline__ void block4(int dist, uint4 w, float* v) {
-    if (dist == 1) {
+    if (dist == UNIFORM) {
         v[0] = uniform_of(w.x); v[1] = uniform_of(w.y); v[2] = uniform_of(w.z); v[3] = uniform_of(w.w);
     } else {
         float r0 = radius_of(w.x), r1 = radius_of(w.z), s0, c0, s1, c1;
@@ -181,26 +180,8 @@ extern "C" __global__ void rbd_words(const u32* counters, u32 k0, u32 k1, long l
 """
 
 
-CONSTANTS = ("P22", "P23", "P24", "SQRT2", "LN2", "HALF_PI", "L9", "L7", "L5", "L3",
-             "S9", "S7", "S5", "S3", "C10", "C8", "C6", "C4")
-
-
-def _constants() -> str:
-    """The float32 constants of the transforms, taken from the CPU kernel, as decimal literals.
-
-    Each is the shortest decimal that reads back as exactly the same float32 (``5.9604645e-08f``), so
-    the source means the same bits under any C++ standard. Hex floats (``0x1p-24f``) would be exact
-    too, but they are C++17: NVRTC rejects them under an older ``-std``, while g++ accepts them as an
-    extension, which is how they once slipped past the CPU emulation of this source.
-    """
-    from . import cpu
-
-    literal = lambda x: f"({np.format_float_scientific(np.float32(x), unique=True, exp_digits=2)}f)"  # noqa: E731
-    lines = [f"#define {n} {literal(getattr(cpu, '_' + n))}" for n in CONSTANTS]
-    return "\n".join(lines + [f"#define FLUSH {FLUSH}"]) + "\n"
-
-
-SOURCE = _constants() + SOURCE
+# the constants the CUDA and CPU kernels share, as #define lines (rbdlib/kernels/constants.py)
+SOURCE = defines() + SOURCE
 
 
 @functools.lru_cache(maxsize=1)

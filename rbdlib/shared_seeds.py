@@ -1,29 +1,36 @@
-"""A runnable example of shared-seed training: the paper's FC network (:func:`rbdlib.models.fc`) on
-Fashion-MNIST (or synthetic images when it is not on disk), a few distributed RBD steps per scheme.
-Used by ``python -m rbdlib.distributed`` and notebook 07 (``launch(train, W, ...)``).
+"""Shared-seed training, the example: the paper's FC network (:func:`rbdlib.models.fc`) on Fashion-MNIST (or
+synthetic images when it is not on disk), a few distributed RBD steps per scheme, and its command line
+
+    python -m rbdlib.shared_seeds --nproc 2                      # local processes (gloo on 127.0.0.1)
+    torchrun --nproc-per-node 2 -m rbdlib.shared_seeds           # under torchrun
+
+Used by notebook 07 (``rbdlib.distributed.launch(train, W, ...)``). This is the study's side of distributed
+training: :mod:`rbdlib.distributed` (what ranks exchange, how processes start) knows no datasets and no networks.
+Every option of the command line is checked before any process starts.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import time
 
 import torch
 import torch.distributed as dist
 
-from ..models import fc
-from ..optim import RBD
-from .protocol import DistributedRBD
+from .data import DATASETS, load_dataset
+from .distributed import SCHEMES, DistributedRBD, init, launch
+from .models import fc
+from .optim import RBD
 
 
 def _data(name: str, seed: int):
     """(train_x, train_y, val_x, val_y, description): the dataset if on disk, else synthetic images."""
     try:
-        from ..data import load_dataset
-
         ds = load_dataset(name, download=False)
         return ds.train_x, ds.train_y, ds.val_x, ds.val_y, f"{name} ({len(ds.train_x):,} training images)"
-    except Exception as error:  # ImportError, DatasetNotFoundError, ...: fall back, and say so
+    except Exception as error:  # DatasetNotFoundError, DatasetFormatError, ...: fall back, and say so
         g = torch.Generator().manual_seed(seed)
         centres = torch.rand(10, 1, 28, 28, generator=g)
         y = torch.randint(0, 10, (12_000,), generator=g)
@@ -82,7 +89,8 @@ def train(rank: int, world_size: int, scheme: str = "independent", steps: int = 
             "summary": opt.summary()}
 
 
-def _report(r: dict) -> str:
+def report(r: dict) -> str:
+    """The result of :func:`train` as a few lines of text."""
     phases = ", ".join(f"{k} {v:.1f}" for k, v in r["ms_phases"].items())
     return (f"{r['scheme']}: {r['world_size']} process(es), data: {r['source']}\n"
             f"  D={r['parameters']:,}, sum(dims)={r['coords']}: {r['bytes_per_step']:,} B/step received "
@@ -91,3 +99,53 @@ def _report(r: dict) -> str:
             f"  {r['ms_per_step']:.1f} ms/step wall (rank 0; phases: {phases}); "
             f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}; val acc {r['val_acc']:.3f}; "
             f"ranks bit-identical: {r['in_sync']}")
+
+
+def _number(kind, least, most=math.inf, open_low=False):
+    """An argparse type: ``kind`` (int or float) in [least, most) (or (least, most)), finite."""
+    def parse(text: str):
+        value = kind(text)  # ValueError -> argparse's "invalid ... value"
+        if not (least < value if open_low else least <= value) or not value < most:
+            low = f"> {least}" if open_low else f">= {least}"
+            raise argparse.ArgumentTypeError(f"expected a finite {kind.__name__} {low}, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def main(argv=None) -> None:
+    """``torchrun --nproc-per-node N -m rbdlib.shared_seeds [--scheme ...]`` or, without torchrun,
+    ``python -m rbdlib.shared_seeds --nproc N`` (local processes via :func:`rbdlib.distributed.launch`)."""
+    parser = argparse.ArgumentParser(prog="python -m rbdlib.shared_seeds", description=main.__doc__)
+    parser.add_argument("--scheme", choices=SCHEMES + ("both",), default="both")
+    parser.add_argument("--steps", type=_number(int, 1), default=30)
+    parser.add_argument("--dim", type=_number(int, 1, 2**32), default=250)
+    parser.add_argument("--lr", type=_number(float, 0.0), default=0.5)
+    parser.add_argument("--batch-size", type=_number(int, 1), default=32)
+    parser.add_argument("--seed", type=_number(int, 0, 2**64), default=0)
+    parser.add_argument("--dataset", default="fashion-mnist", choices=DATASETS)
+    parser.add_argument("--warmup", type=_number(int, 0), default=3)
+    parser.add_argument("--timeout", type=_number(float, 0.0, open_low=True), default=60.0,
+                        help="seconds before a collective fails")
+    parser.add_argument("--nproc", type=_number(int, 1), default=1, help="processes to start when not under torchrun")
+    args = parser.parse_args(argv)
+    schemes = SCHEMES if args.scheme == "both" else (args.scheme,)
+    options = (args.steps, args.dim, args.lr, args.batch_size, args.seed, args.dataset, args.warmup)
+    if "RANK" in os.environ:  # under torchrun
+        rank, world_size = init(timeout=args.timeout)
+        if not torch.cuda.is_available():  # share the cores among the local processes
+            threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+            torch.set_num_threads(threads)  # the kernels follow torch's thread count
+        for scheme in schemes:
+            result = train(rank, world_size, scheme, *options)
+            if rank == 0:
+                print(report(result), flush=True)
+        dist.destroy_process_group()
+    else:
+        for scheme in schemes:
+            result = launch(train, args.nproc, scheme, *options, timeout=args.timeout)[0]
+            print(report(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

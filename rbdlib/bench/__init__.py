@@ -29,48 +29,31 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-_CASE = r"""
-import json, resource, statistics, sys, time, torch, numpy as np
-import rbdlib
-size, dim, method, repeats = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-g = torch.randn(size)
-if method != "torch.randn":  # warm up: compile (or load) the kernels on a small input
-    b = rbdlib.RandomBases(0, 0, 0, 2, 300, method)
-    b.expand(b.project(torch.randn(300)))
-def status(field):  # Linux: VmRSS now, VmHWM the peak since the last reset
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-try:
-    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
-    rss, before = (lambda: status("VmHWM")), status("VmRSS")
-except OSError:  # elsewhere: growth of the lifetime peak, which the import of torch may hide
-    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    before = rss()
-times = []
-for t in range(repeats):
-    start = time.perf_counter()
-    if method == "torch.randn":
-        P = torch.randn(dim, size)
-        c = P @ g
-        delta = P.T @ c
-        del P
-    else:
-        b = rbdlib.RandomBases(0, t, 0, dim, size, method)
-        delta = b.expand(b.project(g))
-    times.append(time.perf_counter() - start)
-print(json.dumps({"seconds": statistics.median(times), "best": min(times), "peak_bytes": rss() - before}))
-"""
+from .. import distributions
 
+#: the programs run in fresh processes (see its docstring), started by path: ``[sys.executable, *program(...)]``
+PROCESS = str(Path(__file__).with_name("process.py"))
+
+
+def program(*args) -> list[str]:
+    """The command line of one of :mod:`rbdlib.bench.process`'s programs, without the interpreter."""
+    return [PROCESS, *map(str, args)]
+
+
+def _spinner() -> subprocess.Popen:
+    """A process that keeps one core busy until killed."""
+    return subprocess.Popen([sys.executable, *program("spin")])
 
 def run_case(size: int, dim: int, method: str, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CASE, str(size), str(dim), method, str(repeats)],
+    """:func:`rbdlib.bench.process.case` in a fresh process: its peak memory belongs to it alone."""
+    out = subprocess.run([sys.executable, *program("case", size, dim, method, repeats)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-METHODS = ("torch.randn", "normal", "uniform", "rademacher")
+METHODS = ("torch.randn", *distributions.NAMES)
 
 
 HEADER = ["| size | dim | method | ms per project+expand (median, best) | entries/s | vs baseline (median, best) "
@@ -109,17 +92,17 @@ def _gpu_agreement(dev) -> list[str]:
     import numpy as np
     import torch
 
-    import rbdlib
-    from rbdlib import philox as ref
+    from .. import philox as ref
+    from ..bases import RandomBases, philox4x32
 
     problems = []
     counters = np.random.default_rng(0).integers(0, 2**32, (100_000, 4), dtype=np.uint64).astype(np.uint32)
     key = np.array([0xA4093822, 0x299F31D0], np.uint32)
-    words = rbdlib.philox4x32(torch.from_numpy(counters.astype(np.int64)).to(dev), key).cpu().numpy()
+    words = philox4x32(torch.from_numpy(counters.astype(np.int64)).to(dev), key).cpu().numpy()
     if not np.array_equal(words.astype(np.uint32), ref.philox4x32(counters, key)):
         problems.append("raw Philox words differ from the CPU reference")
-    for dist in ("normal", "uniform", "rademacher"):
-        b = rbdlib.RandomBases(2**40 + 7, 3, 1, 16, 10_007, dist)
+    for dist in distributions.NAMES:
+        b = RandomBases(2**40 + 7, 3, 1, 16, 10_007, dist)
         rows_cpu, rows_gpu = b.materialize(), b.materialize(device=dev).cpu()
         g = torch.randn(10_007)
         c_cpu = b.project(g)
@@ -138,13 +121,12 @@ def gpu_table(repeats: int = 5) -> None:
     """On a CUDA machine: the GPU kernels against the CPU, then project + expand against ``torch.randn`` +
     two matvecs at the paper's size (D = 101,770, d = 250), at D = 1e6 and at D = 1e7 (d = 1,000): time,
     basis entries per second and peak GPU memory. Exits non-zero if the GPU and the CPU disagree."""
-    import time
-
     import torch
 
-    import rbdlib
+    from ..bases import RandomBases
+    from ..kernels import cuda
 
-    if not rbdlib.gpu_available():
+    if not cuda.available():
         sys.exit("rbdlib.gpu_available() is False: CuPy cannot use a CUDA GPU here")
     dev = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
@@ -154,13 +136,13 @@ def gpu_table(repeats: int = 5) -> None:
         if method == "torch.randn":
             P = torch.randn(dim, g.numel(), device=dev)
             return P.T @ (P @ g)
-        b = rbdlib.RandomBases(0, t, 0, dim, g.numel(), method)
+        b = RandomBases(0, t, 0, dim, g.numel(), method)
         return b.expand(b.project(g))
 
     print("| size | dim | method | ms per project + expand | entries/s | peak MiB |\n|---:|---:|---|---:|---:|---:|")
     for size, dim in ((101_770, 250), (1_000_000, 1_000), (10_000_000, 1_000)):
         g = torch.randn(size, device=dev)
-        for method in ("torch.randn", "normal", "uniform", "rademacher"):
+        for method in METHODS:
             try:
                 once(method, g, dim, 0)
                 torch.cuda.synchronize()
@@ -183,24 +165,23 @@ def step_table(repeats: int) -> str:
     """Median wall time of one training step (forward, backward, optimizer) on FC-Fashion-MNIST shapes."""
     import torch
 
-    from . import RBD, models
+    from .. import models
+    from ..optim import RBD
 
     rows = ["| optimizer | ms per step | vs SGD |", "|---|---:|---:|"]
     base = None
-    for name in ("torch.optim.SGD", "RBD normal d=250", "RBD uniform d=250", "RBD rademacher d=250"):
+    for name in ("torch.optim.SGD", *(f"RBD {d} d=250" for d in distributions.NAMES)):
         model = models.fc(seed=0)
         opt = (torch.optim.SGD(model.parameters(), lr=0.25) if name.startswith("torch")
                else RBD(model.parameters(), lr=0.5, dim=250, distribution=name.split()[1]))
-        ms = _step_ms(opt, model, repeats)
+        ms = step_ms(opt, model, repeats)
         base = base or ms
         rows.append(f"| {name} | {ms:.1f} | {ms / base:.1f}x |")
     return "\n".join(rows)
 
 
-def _step_ms(opt, model, repeats: int) -> float:
+def step_ms(opt, model, repeats: int) -> float:
     """Median wall time (ms) of a training step (forward, backward, optimizer) on one fixed batch."""
-    import time
-
     import torch
 
     x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
@@ -217,9 +198,8 @@ def _step_ms(opt, model, repeats: int) -> float:
 def busy_table(repeats: int) -> str:
     """An RBD step alone, then while one other process spins on a core (a learner's second notebook, a
     neighbour on a shared machine): rounds alternate idle and busy, and the slowdown is their median ratio."""
-    import time
-
-    from . import RBD, models
+    from .. import models
+    from ..optim import RBD
 
     rows = ["| optimizer | ms per step, idle | with one busy process | slowdown |", "|---|---:|---:|---:|"]
     for dist in ("rademacher", "normal"):
@@ -227,11 +207,11 @@ def busy_table(repeats: int) -> str:
         opt = RBD(model.parameters(), lr=0.5, dim=250, distribution=dist)
         idle, busy = [], []
         for _ in range(3):
-            idle.append(_step_ms(opt, model, repeats))
-            spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            idle.append(step_ms(opt, model, repeats))
+            spinner = _spinner()
             try:
                 time.sleep(0.2)
-                busy.append(_step_ms(opt, model, repeats))
+                busy.append(step_ms(opt, model, repeats))
             finally:
                 spinner.kill()
                 spinner.wait()
@@ -241,14 +221,6 @@ def busy_table(repeats: int) -> str:
     return "\n".join(rows)
 
 
-def _print_step_ms(distribution: str, repeats: int) -> None:
-    """Print the median ms of an RBD step on the FC network (run by order_table in a fresh process)."""
-    from . import RBD, models
-
-    model = models.fc(seed=0)
-    print(_step_ms(RBD(model.parameters(), lr=0.5, dim=250, distribution=distribution), model, repeats))
-
-
 def order_table(repeats: int, rounds: int = 3) -> str:
     """An RBD step in a fresh process that imports torch first, and one that imports rbdlib first, idle and
     beside one busy process, in interleaved rounds; a third column runs the kernels on their own thread
@@ -256,24 +228,24 @@ def order_table(repeats: int, rounds: int = 3) -> str:
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "RBDLIB_OPENMP")}
-    cases = {"torch first": ("import torch, rbdlib", env), "rbdlib first": ("import rbdlib, torch", env),
-             "torch first, own pool": ("import torch, rbdlib", dict(env, RBDLIB_OPENMP="0"))}
+    cases = {"torch first": ("torch-first", env), "rbdlib first": ("rbdlib-first", env),
+             "torch first, own pool": ("torch-first", dict(env, RBDLIB_OPENMP="0"))}
 
-    def step_ms(imports, env, dist) -> float:
-        code = f"{imports}; from rbdlib.bench import _print_step_ms; _print_step_ms({dist!r}, {repeats})"
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    def fresh_ms(order, env, dist) -> float:
+        out = subprocess.run([sys.executable, *program("step-ms", order, dist, repeats)], env=env, check=True,
+                             capture_output=True, text=True)
         return float(out.stdout.split()[-1])
 
     rows = ["| machine | bases | " + " | ".join(f"{c} (ms)" for c in cases) + " | torch first / rbdlib first |",
             "|---|---|" + "---:|" * (len(cases) + 1)]
     for busy in (False, True):
-        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        spinner = _spinner() if busy else None
         try:
             for dist in ("rademacher", "normal"):
                 times = {c: [] for c in cases}
                 for _ in range(rounds):
-                    for c, (imports, case_env) in cases.items():
-                        times[c].append(step_ms(imports, case_env, dist))
+                    for c, (order, case_env) in cases.items():
+                        times[c].append(fresh_ms(order, case_env, dist))
                 med = {c: statistics.median(t) for c, t in times.items()}
                 ratio = statistics.median(a / b for a, b in zip(times["torch first"], times["rbdlib first"]))
                 rows.append(f"| {'one busy process' if busy else 'idle'} | {dist} | "
@@ -285,22 +257,8 @@ def order_table(repeats: int, rounds: int = 3) -> str:
     return "\n".join(rows)
 
 
-_START = r"""
-import time, torch, rbdlib
-model = rbdlib.models.fc(seed=0)
-opt = rbdlib.RBD(model.parameters(), lr=0.5, dim=250, distribution="rademacher")
-torch.nn.functional.cross_entropy(model(torch.rand(32, 1, 28, 28)), torch.randint(0, 10, (32,))).backward()
-opt.step()
-"""
-# the baseline: the same first step with torch alone (torch's import and its optimizer's first call, which
-# imports torch._dynamo, are most of a start)
-_START_TORCH = r"""
-import torch
-model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
-opt = torch.optim.SGD(model.parameters(), lr=0.25)
-torch.nn.functional.cross_entropy(model(torch.rand(32, 1, 28, 28)), torch.randint(0, 10, (32,))).backward()
-opt.step()
-"""
+#: the first steps start_table times: rbdlib's RBD, and torch's SGD alone (the baseline)
+START, START_TORCH = program("first-step", "rbdlib"), program("first-step", "torch")
 
 
 def start_table(warm_runs: int = 3) -> str:
@@ -311,18 +269,18 @@ def start_table(warm_runs: int = 3) -> str:
     import os
     import tempfile
 
-    def run(code, env) -> float:
+    def run(command, env) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True)
         return time.perf_counter() - start
 
     with tempfile.TemporaryDirectory(prefix="rbdlib-bench-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        cold = run(_START, env)
+        cold = run(START, env)
         warm, torch_only = [], []
         for _ in range(warm_runs):  # interleaved, so that a change of load hits both alike
-            warm.append(run(_START, env))
-            torch_only.append(run(_START_TORCH, env))
+            warm.append(run(START, env))
+            torch_only.append(run(START_TORCH, env))
     med = statistics.median
     return "\n".join(["| new process to the end of its first step | seconds |", "|---|---:|",
                       f"| torch alone, SGD (median, best of {warm_runs}) | {med(torch_only):.1f}, "
@@ -333,55 +291,6 @@ def start_table(warm_runs: int = 3) -> str:
                       f"{med(warm) - med(torch_only):.1f} |"])
 
 
-def _rates(repeats: int = 15) -> dict:
-    """Seconds per Philox word, per normal transform (one element) and per float32 dot element, on one
-    thread over one tile in L1 cache (best of ``repeats``), with the kernels' own inlined pieces."""
-    import time
-
-    import numpy as np
-    from numba import njit
-
-    from .kernels import cpu
-
-    u = np.uint64
-
-    @njit(nogil=True, error_model="numpy")
-    def words(bits, reps):
-        for r in range(reps):
-            cpu._words(bits, 0, bits.shape[0] // 4, r, 0, 0, u(1), u(2))
-
-    @njit(nogil=True, error_model="numpy")
-    def transform(top, out, reps):  # the second pass of cpu.fill for normal bases, on int32 words
-        for _ in range(reps):
-            for p in range(top.shape[0] // 2):
-                r = cpu._radius(top[2 * p])
-                s, c = cpu._sincos(top[2 * p + 1])
-                out[2 * p], out[2 * p + 1] = r * c, r * s
-
-    @njit(nogil=True, error_model="numpy")
-    def dot(basis, g, reps):
-        acc = 0.0
-        for _ in range(reps):
-            acc += cpu._dot(basis, g, 0, basis.shape[0])
-        return acc
-
-    n, reps = cpu.TILE, 200
-    bits = np.empty(n, np.uint32)
-    top = np.random.default_rng(0).integers(0, 1 << 24, n).astype(np.int32)  # the top 24 bits of words
-    g = np.ones(n, np.float32)
-
-    def best(f, *args):
-        f(*args, 1)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            f(*args, reps)
-            times.append(time.perf_counter() - start)
-        return min(times) / (reps * n)
-
-    return {"word": best(words, bits), "normal": best(transform, top, g.copy()), "dot": best(dot, g.copy(), g)}
-
-
 def limit_table(size: int = 101_770, dim: int = 250, repeats: int = 5) -> str:
     """What the kernels could reach on this machine, from three rates measured on one tile in L1 cache on
     one thread: Philox words, the normal transform (per element), and a float32 dot (one pass over the
@@ -389,14 +298,12 @@ def limit_table(size: int = 101_770, dim: int = 250, repeats: int = 5) -> str:
     threads (assumed to scale linearly), so the limit is
     ``2 dim size (words per element / word rate + transform + dot) / threads``; the fraction reached is that
     time over the measured one (best of ``repeats``)."""
-    import time
-
     import torch
 
-    from . import RandomBases
-    from .kernels import cpu
+    from ..bases import RandomBases
+    from ..kernels import cpu
 
-    rates = _rates()
+    rates = cpu.piece_rates()
     threads = cpu.threads()
     g = torch.randn(size)
     rows = [f"Philox4x32-10: {1e-9 / rates['word']:.2f} G words/s per thread; normal transform "
@@ -405,9 +312,9 @@ def limit_table(size: int = 101_770, dim: int = 250, repeats: int = 5) -> str:
             "", f"| size | dim | bases | limit ms per project+expand | measured ms (best of {repeats}) "
             "| fraction of the limit |",
             "|---:|---:|---|---:|---:|---:|"]
-    per = {"normal": rates["word"] + rates["normal"] + rates["dot"],
-           "uniform": rates["word"] + rates["dot"],  # its transform is not counted: a lower bound
-           "rademacher": rates["word"] / 32 + rates["dot"]}
+    # per element: a share of a Philox call (four words per block), the transform where it was measured (the
+    # normal one; uniform's is not counted, so its limit is a lower bound; a sign costs nothing) and the dot
+    per = {d.name: rates["word"] * 4 / d.per_block + rates.get(d.name, 0.0) + rates["dot"] for d in distributions.ALL}
     for dist, cost in per.items():
         b = RandomBases(0, 0, 0, dim, size, dist)
         b.expand(b.project(g))
@@ -430,7 +337,7 @@ def _context() -> str:
 
     import torch
 
-    from .kernels import cpu
+    from ..kernels import cpu
 
     model = platform.processor() or platform.machine()
     try:

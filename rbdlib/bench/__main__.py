@@ -1,0 +1,5 @@
+"""``python -m rbdlib.bench``: :func:`rbdlib.bench.main`."""
+
+from . import main
+
+main()
