@@ -33,8 +33,8 @@ def costs(spec: str, config_name: str) -> tuple[int, int]:
     """(bytes of optimizer state after one step, bytes one of 2 workers receives per step)."""
     config = experiments.PAPER[config_name]
     model = models.build(config["model"], config["dataset"], seed=0)
-    defaults = experiments.parser().parse_args([config_name])   # d = 250, basis seed 0: as the runs were built
-    opt = experiments.make_optimizer(*experiments.parse_method(spec), model, config, defaults)
+    run = experiments.RunOptions.from_args(experiments.parser().parse_args([config_name]))   # the CLI's defaults
+    opt = experiments.make_optimizer(*experiments.parse_method(spec), model, config, run)
     shape = (4, 1, 28, 28)
     torch.nn.functional.cross_entropy(model(torch.zeros(shape)), torch.arange(4)).backward()
     opt.step()
