@@ -6,6 +6,9 @@
 | ``cnn``     | 1x28x28 / 3x32x32 | 93,322 / 122,570 |
 | ``resnet8`` | 3x32x32           | 77,850 trainable (+480 BatchNorm statistics = the paper's 78,330) |
 
+Beside them, for the comparison with RBD's successors (issue 27), ``CharTransformer``: a character-level language
+model of 829,568 parameters at its defaults (the Jargon File's 155 characters, :mod:`rbdlib.text`).
+
 >>> count_parameters(fc()), count_parameters(cnn()), count_parameters(resnet8())
 (101770, 93322, 77850)
 >>> build("cnn", "cifar10")(torch.zeros(2, 3, 32, 32)).shape
@@ -19,12 +22,13 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import checks
 
 __all__ = ["fc", "cnn", "resnet8", "build", "count_parameters", "keras_init_", "glorot_bound", "input_shape"]
-__all__ += ["BasicBlock", "MODELS"]
+__all__ += ["BasicBlock", "MODELS", "CharTransformer", "TransformerBlock"]
 
 MODELS = ("fc", "cnn", "resnet8")
 _SHAPES = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 8, 8)}
@@ -145,6 +149,72 @@ def resnet8(classes: int = 10, in_channels: int = 3, seed: int | None = None) ->
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes),
         )  # fmt: skip
         return keras_init_(model)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``; causal multi-head self-attention
+    through ``F.scaled_dot_product_attention(..., is_causal=True)`` and a 4x GELU MLP, no dropout."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, width = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # b x heads x t x width/heads
+        x = x + self.proj(attended.transpose(1, 2).reshape(b, t, width))
+        return x + self.mlp(self.ln2(x))
+
+
+class CharTransformer(nn.Module):
+    """A character-level GPT: token and learned position embeddings, ``layers`` :class:`TransformerBlock`, a final
+    LayerNorm, and a head tied to the token embedding (logits ``h E^T``: one ``vocab x width`` matrix, read at the
+    input and written at the output, as GPT-2; it saves ``vocab x width`` parameters, 19,840 at the defaults).
+
+    Initialised as GPT-2: weights N(0, 0.02), the two projections that write into the residual stream
+    N(0, 0.02 / sqrt(2 layers)), biases 0, LayerNorm 1 and 0. Input: token ids ``batch x t`` with ``t <= context``;
+    output: logits ``batch x t x vocab``, position i seeing tokens 0..i only.
+
+    >>> model = CharTransformer(vocab=155, seed=0)
+    >>> count_parameters(model), model(torch.zeros(2, 16, dtype=torch.long)).shape
+    (829568, torch.Size([2, 16, 155]))
+    """
+
+    def __init__(self, vocab: int, context: int = 128, width: int = 128, layers: int = 4, heads: int = 4,
+                 seed: int | None = None):
+        super().__init__()
+        for name, value in (("vocab", vocab), ("context", context), ("width", width), ("layers", layers),
+                            ("heads", heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CharTransformer: {name} must be a positive integer, got {value!r}")
+        if width % heads:
+            raise ValueError(f"CharTransformer: width {width} must be a multiple of heads {heads}")
+        self.context = context
+        with _seeded(seed):
+            self.embed, self.position = nn.Embedding(vocab, width), nn.Embedding(context, width)
+            self.blocks = nn.ModuleList(TransformerBlock(width, heads) for _ in range(layers))
+            self.ln = nn.LayerNorm(width)
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, std=0.02)
+                if isinstance(module, nn.Linear):
+                    nn.init.zeros_(module.bias)
+            for block in self.blocks:
+                for residual in (block.proj, block.mlp[2]):
+                    nn.init.normal_(residual.weight, std=0.02 / math.sqrt(2 * layers))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.shape[1] > self.context:
+            raise ValueError(f"CharTransformer takes token ids batch x t with t <= context {self.context}, "
+                             f"got shape {tuple(tokens.shape)}")
+        x = self.embed(tokens) + self.position.weight[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x) @ self.embed.weight.T
 
 
 def input_shape(dataset: object) -> tuple[int, int, int]:

@@ -8,7 +8,8 @@ import pytest
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SEQUENCE = ["01_welcome", "02_random_subspaces", "03_fixed_projection", "04_redrawn_bases", "05_compartments",
-            "06_on_demand_bases", "07_shared_seeds", "08_reproducing_the_paper", "09_memory"]
+            "06_on_demand_bases", "07_shared_seeds", "08_reproducing_the_paper", "09_memory",
+            "10_where_the_idea_went"]
 
 
 def _load(path):
