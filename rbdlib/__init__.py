@@ -34,8 +34,9 @@ __all__ = ["RBD", "FPD", "NES", "replay", "FixedSubspace", "RandomBases", "philo
            "footprint", "gpu_available", "set_threads", "Flora", "GaLore", "GoLore", "ApolloMini", "MeZO"]
 
 # What the study needs (datasets, networks, the training loop) is imported on first use, not with the optimizers:
-# ``rbdlib.data``, ``rbdlib.models`` and ``rbdlib.train`` as modules, ``fit`` and ``evaluate`` from the last.
-_MODULES = ("data", "models", "train")
+# ``rbdlib.data``, ``rbdlib.models``, ``rbdlib.text`` and ``rbdlib.train`` as modules, ``fit`` and ``evaluate``
+# from the last.
+_MODULES = ("data", "models", "text", "train")
 _NAMES = {"fit": ("train", "train"), "evaluate": ("train", "evaluate")}
 
 

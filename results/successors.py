@@ -324,7 +324,7 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rbdlib.viz import _mean_band
+    from rbdlib.viz import mean_band
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, method in enumerate(dict.fromkeys(r["method"] for r in runs)):
@@ -333,7 +333,7 @@ def plot(runs: list[dict], path: Path) -> None:
         values = [[{x["tokens"]: x["val_loss"] for x in r["records"]}[t] for t in shared] for r in group]
         mean = [statistics.mean(v) for v in zip(*values)]
         sd = [statistics.stdev(v) for v in zip(*values)] if len(group) > 1 else None
-        _mean_band(ax, [t / 1e6 for t in shared], mean, sd, color=f"C{i % 10}", ls="-" if i < 10 else "--",
+        mean_band(ax, [t / 1e6 for t in shared], mean, sd, color=f"C{i % 10}", ls="-" if i < 10 else "--",
                    label=method + (f" ({len(group)} seeds)" if len(group) > 1 else ""))
     ax.set(xlabel="training tokens (millions)", ylabel="validation loss (nats / character)",
            title=f"CharTransformer on {runs[0]['settings']['corpus']}")
