@@ -69,16 +69,24 @@ def runs(name: str) -> list[dict]:
     return [_normalised(r) for r in load(name)["runs"]]
 
 
+def _percent(record: dict) -> float:
+    """A record's validation accuracy in %; a set without accuracies (a language model's) is a clear error."""
+    if "val_acc" not in record:
+        raise ValueError("these runs record no accuracy (a language model's record val_loss): read them with "
+                         "results.runs(name) and their records' 'val_loss'")
+    return 100 * record["val_acc"]
+
+
 def curve(run: dict) -> tuple[list[int], list[float]]:
     """(epochs, validation accuracy %) exactly as recorded: epoch 0 only if it was measured."""
-    return [r["epoch"] for r in run["records"]], [100 * r["val_acc"] for r in run["records"]]
+    return [r["epoch"] for r in run["records"]], [_percent(r) for r in run["records"]]
 
 
 def final(run: dict, epoch: int | None = None) -> tuple[int, float]:
     """(epoch, validation accuracy %) at ``epoch``, or at the last recorded epoch."""
     records = run["records"]
     rec = records[-1] if epoch is None else next(r for r in records if r["epoch"] == epoch)
-    return rec["epoch"], 100 * rec["val_acc"]
+    return rec["epoch"], _percent(rec)
 
 
 def summarize(all_runs: list[dict]) -> list[dict]:
@@ -104,8 +112,8 @@ def summarize(all_runs: list[dict]) -> list[dict]:
         cpu = [x["cpu_seconds"] for r in group for x in r["records"] if "cpu_seconds" in x]
         out.append(dict(method=method, epoch=epoch, accs=accs, mean=statistics.mean(accs),
                         sd=statistics.stdev(accs) if len(accs) > 1 else None,
-                        best=[100 * max(x["val_acc"] for x in r["records"] if x["epoch"] <= epoch) for r in group],
-                        start=statistics.mean(100 * r["records"][0]["val_acc"] for r in group),
+                        best=[max(_percent(x) for x in r["records"] if x["epoch"] <= epoch) for r in group],
+                        start=statistics.mean(_percent(r["records"][0]) for r in group),
                         seconds_per_epoch=statistics.mean(x["seconds"] / x["epoch"] for x in last) if last else None,
                         cpu_per_epoch=statistics.mean(cpu) if cpu else None,
                         seeds=[r["seed"] for r in group], coords=group[0]["coords"], D=group[0]["D"],

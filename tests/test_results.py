@@ -118,3 +118,15 @@ def test_cpu_seconds_per_epoch_average_the_epochs_that_recorded_them(packaged):
     rows = {s["method"]: s for s in results.summarize(runs)}
     assert rows["rbd"]["cpu_per_epoch"] == pytest.approx(13.0)
     assert rows["sgd"]["cpu_per_epoch"] is None   # never measured: no number rather than a wrong one
+
+
+def test_a_set_without_accuracies_is_a_clear_error_not_a_key_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "_packaged", lambda: tmp_path)
+    lm = {"commands": ["lm"], "runs": [dict(config="lm", method="adamw", seed=0, D=10, coords=None, status="complete",
+                                            records=[dict(epoch=0, step=0, val_loss=5.0), dict(epoch=1, step=50,
+                                                                                             val_loss=3.0)])]}
+    (tmp_path / "lm.json").write_text(json.dumps(lm))
+    for read in (results.summary, results.curves):
+        with pytest.raises(ValueError, match="val_loss"):
+            read("lm")
+    assert [r["records"][-1]["val_loss"] for r in results.runs("lm")] == [3.0]
