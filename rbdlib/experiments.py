@@ -136,28 +136,30 @@ _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distr
             "weight_decay": _rate, "memory": _memory, "adaptive": _momentum}
 
 
-def parse_method(spec: str) -> tuple[str, dict]:
+def parse_method(spec: str, uses: dict | None = None, checks: dict | None = None) -> tuple[str, dict]:
     """``"rbd:dim=100,compartments=layer"`` -> ("rbd", {"dim": 100, "compartments": "layer"}).
 
-    Every option is checked for its method and value before anything runs.
+    Every option is checked for its method and value before anything runs: ``uses`` maps each method to the
+    options it takes (default :data:`USES`), ``checks`` each option to its parser (default the CLI's).
 
     >>> parse_method("rbd:compartments=1000,split_dim=true,redraw=none")
     ('rbd', {'compartments': 1000, 'split_dim': True, 'redraw': None})
     """
+    uses, checks = uses or USES, checks or _OPTIONS
     name, _, rest = spec.partition(":")
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r} in {spec!r}; expected one of {METHODS}")
+    if name not in uses:
+        raise ValueError(f"unknown method {name!r} in {spec!r}; expected one of {tuple(uses)}")
     options = {}
     for item in rest.split(",") if rest else []:
         key, eq, value = item.partition("=")
-        if not eq or key not in _OPTIONS:
-            raise ValueError(f"bad option {item!r} in {spec!r}; options are {sorted(_OPTIONS)} as key=value")
-        if key not in USES[name]:
-            raise ValueError(f"{name} does not use option {key!r} (in {spec!r}); it takes {sorted(USES[name])}")
+        if not eq or key not in checks:
+            raise ValueError(f"bad option {item!r} in {spec!r}; options are {sorted(checks)} as key=value")
+        if key not in uses[name]:
+            raise ValueError(f"{name} does not use option {key!r} (in {spec!r}); it takes {sorted(uses[name])}")
         if key in options:
             raise ValueError(f"option {key!r} given twice in {spec!r}")
         try:
-            options[key] = _OPTIONS[key](value)
+            options[key] = checks[key](value)
         except ValueError as error:
             raise ValueError(f"bad value {value!r} for {key} in {spec!r}: {error}") from None
     return name, options

@@ -79,21 +79,7 @@ def parse_method(spec: str) -> tuple[str, dict]:
     >>> parse_method("galore:rank=8,update_proj_gap=50,lr=0.003")
     ('galore', {'rank': 8, 'update_proj_gap': 50, 'lr': 0.003})
     """
-    name, _, rest = spec.partition(":")
-    if name not in USES:
-        raise ValueError(f"unknown method {name!r} in {spec!r}; expected one of {', '.join(USES)}")
-    options = {}
-    for item in rest.split(",") if rest else []:
-        key, eq, value = item.partition("=")
-        if not eq or key not in USES[name]:
-            raise ValueError(f"{name} takes the options {sorted(USES[name])} as key=value; got {item!r} in {spec!r}")
-        if key in options:
-            raise ValueError(f"option {key!r} given twice in {spec!r}")
-        try:
-            options[key] = OPTIONS[key](value)
-        except ValueError as error:
-            raise ValueError(f"bad value {value!r} for {key} in {spec!r}: {error}") from None
-    return name, options
+    return experiments.parse_method(spec, USES, OPTIONS)
 
 
 def make_optimizer(spec: str, model: torch.nn.Module, seed: int) -> torch.optim.Optimizer:

@@ -108,7 +108,7 @@ def test_a_checkpoint_that_does_not_belong_to_its_run_is_refused(tmp_path, corpu
 
 
 def test_bad_methods_fail_before_anything_trains(tmp_path, corpus):
-    for spec, message in (("adam", "unknown method 'adam'"), ("rbd:rank=3", "rbd takes the options"),
+    for spec, message in (("adam", "unknown method 'adam'"), ("rbd:rank=3", "rbd does not use option .rank."),
                           ("galore:rank=0", "bad value '0' for rank"), ("adamw:lr=1,lr=2", "given twice")):
         with pytest.raises(ValueError, match=message):
             run(corpus, tmp_path / "out", "--methods", "adamw", spec)

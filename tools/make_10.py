@@ -3,22 +3,7 @@
 in place: ``python notebooks/measure.py --write notebooks/10_where_the_idea_went.ipynb``). Run from the
 repository root."""
 
-import nbformat as nbf
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(nbf.v4.new_markdown_cell(text.strip("\n")))
-
-
-def code(text, check=False, tags=()):
-    cell = nbf.v4.new_code_cell(text.strip("\n"))
-    tags = list(tags) + (["nbval-check-output"] if check else [])
-    if tags:
-        cell.metadata["tags"] = tags
-    CELLS.append(cell)
-
+from notebook_cells import code, md, write
 
 md(r"""
 # 10 · Where the idea went: RBD beside its successors
@@ -564,9 +549,4 @@ md(r"""
   ICLR 2018. [arXiv:1804.08838](https://arxiv.org/abs/1804.08838) (FPD).
 """)
 
-nb = nbf.v4.new_notebook()
-nb.cells = CELLS
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/10_where_the_idea_went.ipynb")
-print("wrote notebooks/10_where_the_idea_went.ipynb")
+write("notebooks/10_where_the_idea_went.ipynb")
