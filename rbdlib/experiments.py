@@ -275,6 +275,22 @@ def run_dir(out: Path, spec: str, seed: int) -> Path:
 CHECKPOINT_KEYS = {"format", "method", "seed", "epochs", "model", "optimizer", "records"}
 
 
+def save_run(folder: Path, result: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, final: bool) -> None:
+    """Write a run's ``run.json`` (``result``, its records included) and, unless ``final``, its checkpoint (the
+    format :func:`load_checkpoint` reads; a final run keeps none), each replaced atomically."""
+    _files.make_folder(folder, root=folder.parents[1])  # out/_runs/<run>: no link on the way
+    ckpt, records = folder / "checkpoint.pt", result["records"]
+    if not final:
+        buffer = io.BytesIO()
+        torch.save({"format": "rbdlib-run-1", "method": result["method"], "seed": result["seed"],
+                    "epochs": records[-1]["epoch"], "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "records": records}, buffer)
+        _files.write(ckpt, buffer.getvalue())
+    _files.write(folder / "run.json", json.dumps(result, indent=1))
+    if final:
+        ckpt.unlink(missing_ok=True)
+
+
 def load_checkpoint(path: Path, spec: str, seed: int, limit: int = 2**31) -> dict:
     """A run's checkpoint, read with ``weights_only=True`` (tensors and plain data only: loading runs no code),
     and checked to be the checkpoint of this (method, seed) before anything is restored from it. The file is
@@ -375,17 +391,8 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, run: RunOptions, 
     records = result["records"]
 
     def save(final: bool) -> None:
-        if rank != 0:
-            return
-        _files.make_folder(folder, root=folder.parents[1])  # out/_runs/<run>: no link on the way
-        if not final:
-            buffer = io.BytesIO()
-            torch.save({"format": "rbdlib-run-1", "method": spec, "seed": seed, "epochs": records[-1]["epoch"],
-                        "model": model.state_dict(), "optimizer": opt.state_dict(), "records": records}, buffer)
-            _files.write(ckpt, buffer.getvalue())
-        _files.write(status, json.dumps(result, indent=1))
-        if final:
-            ckpt.unlink(missing_ok=True)
+        if rank == 0:
+            save_run(folder, result, model, opt, final)
 
     for epoch in range(records[-1]["epoch"], run.epochs):
         cpu = time.process_time()

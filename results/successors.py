@@ -164,17 +164,9 @@ def run_one(spec: str, seed: int, corpus: text.TextCorpus, args, folder: Path) -
     closure_only = getattr(opt, "needs_closure", False)   # MeZO: losses only, no backward
 
     def save(final: bool) -> None:
-        _files.make_folder(folder, root=folder.parents[1])   # out/_runs/<run>: no link on the way
         result.update(footprint=footprint(model, opt), projection_bytes=projection_bytes(opt),
                       bytes_per_step=bytes_per_step(opt, model), workers=WORKERS)
-        if not final:
-            buffer = io.BytesIO()
-            torch.save({"format": "rbdlib-run-1", "method": spec, "seed": seed, "epochs": records[-1]["epoch"],
-                        "model": model.state_dict(), "optimizer": opt.state_dict(), "records": records}, buffer)
-            _files.write(ckpt, buffer.getvalue())
-        _files.write(status, json.dumps(result, indent=1))
-        if final:
-            ckpt.unlink(missing_ok=True)
+        experiments.save_run(folder, result, model, opt, final)
 
     stop = min(args.steps, args.stop_at or args.steps)
     while records[-1]["step"] < stop and result["status"] == "unfinished":
