@@ -52,11 +52,10 @@ class RBD(torch.optim.Optimizer):
         momentum: mu in [0, 1): heavy-ball momentum over the re-drawn steps, b <- mu b + P c,
             theta <- theta - lr b. 0 (default) is plain RBD.
         nesterov: with momentum, step by P c + mu b instead of b (torch.optim.SGD's ``nesterov=True``).
-        memory: where the momentum is kept. "parameters" (default): torch.optim.SGD's buffer
-            ``state[p]["momentum_buffer"]``, 4 bytes per parameter element. "coordinates": d_k numbers per
-            compartment in the basis they were made in, carried onto each new basis by P_new^T P_old m
-            (Flora's rule; 4 d_k bytes, but a re-draw costs one more expand and project, and with
-            ``redraw=1`` little of m survives the carry: pair it with ``redraw=N``).
+        memory: where the momentum is kept: "parameters" (default), torch.optim.SGD's ``momentum_buffer``
+            (4 D bytes), or "coordinates", d_k per compartment carried onto each new basis (Flora's rule, eq. (5)
+            of :mod:`rbdlib.step`): a re-draw costs one more expand and project, and with ``redraw=1`` little
+            survives the carry: pair it with ``redraw=N``.
         adaptive: beta in [0, 1): divide each compartment's coordinates by the running root mean square of
             its coordinates (bias-corrected, plus ``eps``), one number per compartment; 0 (default): off. The
             lr is then a step size free of the gradient's scale. Why per compartment: :func:`rbdlib.step.scale`.
