@@ -21,10 +21,11 @@ import importlib
 
 from .bases import RandomBases, philox4x32
 from .footprint import footprint
+from .fpd import FPD
 from .kernels.cpu import set_threads
 from .kernels.cuda import available as gpu_available
 from .nes import NES
-from .optim import FPD, RBD
+from .optim import RBD
 from .record import replay
 from .subspace import FixedSubspace
 from .successors import ApolloMini, Flora, GaLore, GoLore, MeZO

@@ -17,11 +17,6 @@ from . import philox as ref
 from .kernels import cpu, cuda
 
 
-def check_index(name: str, value, limit: int) -> int:
-    """An integer in [0, limit] (:func:`rbdlib.checks.index`): a seed, a step, a compartment, a direction."""
-    return checks.index(name, value, limit)
-
-
 class RandomBases:
     """``dim`` random directions in R^size, addressed by (seed, step, compartment, direction).
 
@@ -31,9 +26,7 @@ class RandomBases:
     ``offset`` shifts the direction indices: workers drawing independent bases use
     ``offset = rank * dim``. The default ``scale`` is ``1 / sqrt(size)``, so a normal direction
     has norm close to 1; the optimizers pass ``1 / sqrt(D)`` of the whole network instead.
-    ``size`` is at most ``2**34`` (:data:`rbdlib.philox.MAX_SIZE`): the block word of the counter has 32 bits
-    and one block gives four elements, so a longer direction would repeat itself; larger sizes are refused
-    here, for every backend, rather than wrapped.
+    ``size`` is at most :data:`rbdlib.philox.MAX_SIZE` (a longer direction would repeat itself), for every backend.
 
     >>> b = RandomBases(seed=0, step=3, compartment=0, dim=4, size=10)
     >>> g = torch.arange(10.0)

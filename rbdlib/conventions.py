@@ -1,7 +1,7 @@
 """What every rbdlib optimizer owes ``torch.optim``'s conventions, written once: the parameters it accepts
 (tensors, ``(name, tensor)`` pairs, groups), the checks at construction, at every step (what a user may change in
-``param_groups`` or ``p.data``) and before a saved state is loaded, ``copy.deepcopy`` and pickle, and running
-eagerly inside ``torch.compile``. :class:`rbdlib.RBD`, :class:`rbdlib.NES` and
+``param_groups``, ``p.data`` or ``.grad``; frozen parameters) and before a saved state is loaded, ``copy.deepcopy``
+and pickle, and running eagerly inside ``torch.compile``. :class:`rbdlib.RBD`, :class:`rbdlib.NES` and
 :class:`rbdlib.distributed.DistributedRBD` are built on these.
 """
 
@@ -12,7 +12,6 @@ import functools
 import torch
 
 from . import checks
-from .step import name_of
 
 LR = "a non-negative finite number"  # what an lr must be
 
@@ -83,6 +82,38 @@ def check_groups(optimizer: torch.optim.Optimizer) -> None:
         raise RuntimeError("param_groups' parameters were changed in place; use add_param_group "
                            "(or build a new optimizer) to change what is trained")
     check_params(flat, type(optimizer).__name__)
+
+
+def grad_of(p: torch.Tensor) -> torch.Tensor | None:
+    """The gradient a step uses: ``p.grad``, or None for a parameter frozen with ``requires_grad_(False)``.
+
+    A frozen parameter never moves, whatever its ``.grad`` (``zero_grad(set_to_none=False)`` leaves frozen layers
+    a zero gradient): torch's SGD keeps such a layer still because a zero gradient moves nothing, but a random
+    basis spreads the other parameters' gradients over every element, so here it is skipped like one without
+    a gradient."""
+    return p.grad if p.requires_grad else None
+
+
+def name_of(i: int, names: list[str] | None = None) -> str:
+    """How errors name parameter i: "parameter 3 ('2.bias')", with its name where names were given."""
+    return f"parameter {i} ({names[i]!r})" if names is not None and i < len(names) else f"parameter {i}"
+
+
+def check_grads(params: list[torch.Tensor], names: list[str] | None = None) -> None:
+    """Every gradient a step uses is a dense float32 tensor of its parameter's shape and device, or an error
+    naming the parameter (raised before anything changes)."""
+    for i, p in enumerate(params):
+        g = grad_of(p)
+        if g is None:
+            continue
+        if g.is_sparse or g.is_complex():
+            raise TypeError(f"RBD does not support sparse or complex gradients ({name_of(i, names)})")
+        if g.shape != p.shape:
+            raise ValueError(f"the gradient of {name_of(i, names)} has shape {tuple(g.shape)}, but the parameter "
+                             f"has shape {tuple(p.shape)}; was .grad (or .grad.data) replaced?")
+        if g.dtype != torch.float32 or g.device != p.device:
+            raise TypeError(f"the gradient of {name_of(i, names)} is {g.dtype} on {g.device}; rbdlib needs a "
+                            f"float32 gradient on the parameter's device ({p.device})")
 
 
 def check_shapes(optimizer: torch.optim.Optimizer) -> None:

@@ -9,7 +9,7 @@
 A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after a colon:
 ``rbd:compartments=layer,dim=125,split_dim=true,distribution=uniform,redraw=10,lr=0.25`` or
 ``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``fpd:reset_coords=false`` is the reference code's FPD, an
-ablation (:class:`rbdlib.optim.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer.
+ablation (:class:`rbdlib.fpd.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer.
 Learning rates default to the paper's (``PAPER``; NES takes the configuration's rbd rate, as the reference code
 does); d defaults to 250. Each option is checked for its method and value before any run starts.
 
@@ -49,8 +49,9 @@ import torch
 
 from . import _files, distributions, models, results
 from . import data as datasets
+from .fpd import FPD
 from .nes import NES
-from .optim import FPD, RBD
+from .optim import RBD
 from .train import evaluate, train
 
 # Table 1 of the paper (validation accuracy, %) and the learning rates of the reference code.

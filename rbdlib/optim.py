@@ -1,4 +1,4 @@
-"""Random Bases Descent (RBD) and fixed projections (FPD) as ``torch.optim`` optimizers.
+"""Random Bases Descent (RBD) as a ``torch.optim`` optimizer.
 
 One RBD step, for every compartment k with gradient g_k and random basis P_k (dim_k directions):
 
@@ -7,9 +7,9 @@ One RBD step, for every compartment k with gradient g_k and random basis P_k (di
 
 with P_k's entries scaled by 1/sqrt(D), D the number of parameters of the whole optimizer, as in
 the reference implementation; so E[P P^T] = (dim/D) I and the expected step is -lr (dim/D) g.
-The classes here are thin: the arithmetic of a step (and its update rules: momentum, Nesterov, weight
-decay) is the functional core :mod:`rbdlib.step`, which replay and distributed training call too; what a
-recording RBD saves, and :func:`rbdlib.replay`, are :mod:`rbdlib.record`; NES is :mod:`rbdlib.nes`.
+The class is thin: the arithmetic of a step and its update rules is the functional core :mod:`rbdlib.step`
+(which replay and distributed training call too), its options :mod:`rbdlib.options`, what a recording RBD saves
+and :func:`rbdlib.replay` :mod:`rbdlib.record`; FPD is :mod:`rbdlib.fpd`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,11 @@ import torch
 
 from . import checks, record
 from . import compartments as comps
+from . import conventions as conv
 from . import philox as ref
 from . import step as core
 from .bases import RandomBases
-from .conventions import (
-    check_count,
-    check_groups,
-    check_lr,
-    check_params,
-    check_saved_groups,
-    check_shapes,
-    check_size,
-    eager,
-    flat_params,
-    getstate,
-)
+from .options import check_bases, check_rule
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor, chunk: int = 2**20) -> float:
@@ -62,25 +52,20 @@ class RBD(torch.optim.Optimizer):
         momentum: mu in [0, 1): heavy-ball momentum over the re-drawn steps, b <- mu b + P c,
             theta <- theta - lr b. 0 (default) is plain RBD.
         nesterov: with momentum, step by P c + mu b instead of b (torch.optim.SGD's ``nesterov=True``).
-        memory: where the momentum is kept. "parameters" (default): torch.optim.SGD's buffer
-            ``state[p]["momentum_buffer"]``, 4 bytes per parameter element. "coordinates": d_k numbers per
-            compartment in the basis they were made in, carried onto each new basis by P_new^T P_old m
-            (Flora's rule; 4 d_k bytes, but a re-draw costs one more expand and project, and with
-            ``redraw=1`` little of m survives the carry: pair it with ``redraw=N``).
+        memory: where the momentum is kept: "parameters" (default), torch.optim.SGD's ``momentum_buffer``
+            (4 D bytes), or "coordinates", d_k per compartment carried onto each new basis (Flora's rule, eq. (5)
+            of :mod:`rbdlib.step`): a re-draw costs one more expand and project, and with ``redraw=1`` little
+            survives the carry: pair it with ``redraw=N``.
         adaptive: beta in [0, 1): divide each compartment's coordinates by the running root mean square of
             its coordinates (bias-corrected, plus ``eps``), one number per compartment; 0 (default): off. The
             lr is then a step size free of the gradient's scale. Why per compartment: :func:`rbdlib.step.scale`.
         eps: added to the root mean square of ``adaptive``.
-        weight_decay: wd >= 0, coupled as in torch.optim.SGD: the projected gradient is g + wd theta.
-            Coupled rather than decoupled (AdamW's theta <- (1 - lr wd) theta) so that the decay, like
-            every other term of the loss, moves theta only inside the step's random subspace, the
-            coordinates carry it (replay and the ranks need nothing more) and it enters the momentum as
-            torch's does. No state.
+        weight_decay: wd >= 0, coupled as in torch.optim.SGD: the projected gradient is g + wd theta (why
+            coupled, not AdamW's decoupled decay: :func:`rbdlib.step.gradients`). No state.
 
-    The rules are written once, in :mod:`rbdlib.step`, which replay and distributed training call too.
     The rules' state is saved by :meth:`state_dict` and rebuilt by :func:`replay` from the coordinates.
     Bytes of state: momentum 4 D ("parameters") or 4 d_k per compartment plus its basis' step ("coordinates");
-    adaptive a float64 and a count per compartment; weight decay none.
+    adaptive a float64 and a count per compartment.
 
     Recipe for your own model: one RBD step moves on average as SGD at lr x dim/D (D its parameters), so
     start from the lr that suits SGD scaled by D/dim, then tune (the paper's 0.5 at dim = 250 suits D of
@@ -89,21 +74,12 @@ class RBD(torch.optim.Optimizer):
     Notebook 01 ends with this recipe on a model of its own, notebook 09 with what momentum does (it moves
     as plain RBD at lr / (1 - momentum)).
 
-    Threads: the bases are made by rbdlib's kernels on as many threads as ``torch.get_num_threads()``, on
-    torch's own OpenMP threads where torch has them (Linux), so ``import torch`` before or after ``import
-    rbdlib`` makes no difference.
-
-    After ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient
-    (two O(D) dot products, nothing next to the bases, in float64 a chunk at a time) and ``last_coords`` the
-    coordinates.
-
-    Conventions of ``torch.optim``: a parameter frozen with ``requires_grad_(False)`` never moves, whatever its
-    ``.grad``; the lr of each group is read from ``param_groups`` at every step (so schedulers, and hands, set
-    it, before and after :meth:`load_state_dict`); ``copy.deepcopy`` and pickle copy everything but hooks;
-    ``step`` is excluded from ``torch.compile`` graphs (its kernels are compiled by Numba): a compiled
-    training step runs it eagerly, at a graph break. Memory of a step beyond the parameters and gradients:
-    the gradient of a compartment (4 D_k, when it spans several tensors), its step P c (4 D_k) and the
-    rule's state.
+    The kernels run on ``torch.get_num_threads()`` threads (torch's own OpenMP threads on Linux). After
+    ``step()``, ``last_cosine`` is the cosine between the applied step and the gradient and ``last_coords`` the
+    coordinates. The conventions of ``torch.optim`` hold (:mod:`rbdlib.conventions`): frozen parameters stay, each
+    group's lr is read at every step, deepcopy and pickle work, a compiled training step runs ``step`` eagerly.
+    Memory of a step beyond the parameters and gradients: the gradient of a compartment (4 D_k, when it spans
+    several tensors), its step P c (4 D_k) and the rule's state.
 
     >>> model = torch.nn.Linear(3, 2)
     >>> opt = RBD(model.parameters(), lr=0.1, dim=4, compartments="tensor")
@@ -116,17 +92,17 @@ class RBD(torch.optim.Optimizer):
                  nonfinite: str = "raise", record: bool = False, momentum: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0, memory: str = "parameters",
                  adaptive: float = 0.0, eps: float = 1e-8):
-        check_lr(lr)
-        self.rule = core.check_rule(momentum, nesterov, memory, adaptive, eps)
+        conv.check_lr(lr)
+        self.rule = check_rule(momentum, nesterov, memory, adaptive, eps)
         self.weight_decay = checks.real("weight_decay", weight_decay, hint=" (0: none)")
         dim = checks.index("dim", dim, ref.MAX_INDEX)
         if dim < 1:
             raise ValueError(f"dim must be positive, got {dim}")
-        seed, redraw, self._scale = core.check_bases(seed, redraw, distribution, scale)
+        seed, redraw, self._scale = check_bases(seed, redraw, distribution, scale)
         checks.flag("split_dim", split_dim)
         checks.flag("record", record)
         checks.choice("nonfinite", nonfinite, ("raise", "skip"), what='"raise" or "skip"')
-        groups, group_layers, names = flat_params(params)
+        groups, group_layers, names = conv.flat_params(params)
         self._compartments, self._dim, self._split_dim = compartments, dim, split_dim
         self._layers = None
         if compartments == "layer":
@@ -149,8 +125,8 @@ class RBD(torch.optim.Optimizer):
         """The layout, dims and scale from the current parameter groups (at construction and after
         :meth:`add_param_group`)."""
         flat = [p for g in self.param_groups for p in g["params"]]
-        check_params(flat, "RBD")
-        check_size(flat, "RBD")
+        conv.check_params(flat, "RBD")
+        conv.check_size(flat, "RBD")
         layout = comps.split(flat, self._compartments, self._layers)
         # an empty tensor has no directions: drop its segments (and compartments left empty)
         layout = [c for c in ([s for s in c if s[2] > s[1]] for c in layout) if c]
@@ -178,7 +154,7 @@ class RBD(torch.optim.Optimizer):
         new = [new] if isinstance(new, torch.Tensor) else list(new)
         if not new:
             raise ValueError("add_param_group got a group without parameters")
-        check_lr(param_group.get("lr", self.defaults["lr"]), " in the added parameter group")
+        conv.check_lr(param_group.get("lr", self.defaults["lr"]), " in the added parameter group")
         building = not hasattr(self, "layout")
         if not building and any(self.compartment_state):
             raise RuntimeError("cannot add parameters once a rule that keeps state per compartment (coordinate "
@@ -187,7 +163,7 @@ class RBD(torch.optim.Optimizer):
         if not building and self.record and self.log:
             raise RuntimeError("cannot add parameters to a recording RBD that has stepped: the log "
                                "could not be replayed; build a new optimizer")
-        check_params([p for g in self.param_groups for p in g["params"]] + new, "RBD")
+        conv.check_params([p for g in self.param_groups for p in g["params"]] + new, "RBD")
         if not building:
             if self._compartments == "layer":
                 self._layers = (self._layers or []) + [list(range(len(self.params), len(self.params) + len(new)))]
@@ -240,21 +216,21 @@ class RBD(torch.optim.Optimizer):
     def check_gradients(self) -> None:
         """The gradients a step will use are dense float32 tensors of their parameters' shapes and devices, or an
         error names the parameter; raises before anything changes."""
-        core.check_grads(self.params, self.names)
+        conv.check_grads(self.params, self.names)
 
     def frozen(self) -> list[int]:
         """Indices of the parameters that stay as they are this step: no gradient, or ``requires_grad`` off."""
-        return [i for i, p in enumerate(self.params) if core.grad_of(p) is None]
+        return [i for i, p in enumerate(self.params) if conv.grad_of(p) is None]
 
     def check(self) -> None:
         """Step-time checks of what may have changed since construction (lrs, parameters, their shapes);
         raises before anything changes."""
-        check_groups(self)
-        check_shapes(self)
+        conv.check_groups(self)
+        conv.check_shapes(self)
 
-    __getstate__ = getstate
+    __getstate__ = conv.getstate
 
-    @eager
+    @conv.eager
     @torch.no_grad()
     def step(self, closure=None):
         self.check()
@@ -318,23 +294,8 @@ class RBD(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """Load a state saved by :meth:`state_dict`; everything is checked before anything is loaded."""
         buffers = self.rule.momentum and self.rule.memory == "parameters"
-        extra = check_saved_groups(self, state_dict, "rbd", ("momentum_buffer",) if buffers else ())
-        keys = {"steps", "skipped", "log", "config"} | ({"compartments"} if self.rule.per_compartment else set())
-        optional = {"log_digest", "initial_weights"}
-        if not keys <= set(extra) <= keys | optional or (extra["log"] and "log_digest" not in extra):
-            raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
-                             f"{sorted(keys | {'log_digest'})} and, with a log, 'initial_weights' (states saved "
-                             "before the digest existed may lack it when their log is empty)")
-        if extra["config"] != self.config():
-            raise ValueError(f"state_dict was saved with a different configuration:\n saved {extra['config']}\n"
-                             f" here  {self.config()}")
-        steps, skipped = check_count("steps", extra["steps"]), check_count("skipped", extra["skipped"])
-        log = extra["log"]
-        if log:
-            record.check_log(log, steps, self.config(), extra["log_digest"], extra.get("initial_weights"))
-        elif "initial_weights" in extra:
-            raise ValueError("the saved 'rbd' entry has initial_weights but no log")
-        kept = record.check_compartment_state(extra.get("compartments", [{} for _ in self.dims]), self.dims, self.rule)
+        extra = conv.check_saved_groups(self, state_dict, "rbd", ("momentum_buffer",) if buffers else ())
+        steps, skipped, log, kept = record.check_entry(extra, self.config(), self.rule)
         # torch loads state tensors without copying them: clone, so that this optimizer's buffers are its own
         saved = {i: {k: v.clone() for k, v in entry.items()} for i, entry in state_dict["state"].items()}
         super().load_state_dict({**{k: v for k, v in state_dict.items() if k != "rbd"}, "state": saved})
@@ -357,77 +318,3 @@ class RBD(torch.optim.Optimizer):
             config.update(weight_decay=self.weight_decay)
         return config
 
-
-def FPD(params, lr: float, dim: int, reset_coords: bool = True, **kwargs) -> RBD:
-    """Fixed projection descent: RBD whose bases are drawn once (``redraw=None``), as in Li et al.
-
-    ``reset_coords=False`` gives :class:`StaleFPD`, the reference code's variant (an ablation)."""
-    if "redraw" in kwargs:
-        raise TypeError("FPD fixes the bases; use RBD(..., redraw=N) to choose how often they change")
-    if not checks.flag("reset_coords", reset_coords):
-        return StaleFPD(params, lr, dim, **kwargs)
-    return RBD(params, lr, dim, redraw=None, **kwargs)
-
-
-class StaleFPD(RBD):
-    """FPD as the reference code runs it, kept to measure what that costs (``FPD(..., reset_coords=False)``).
-
-    The reference re-parameterises every weight as theta + P c and computes c = P^T g by back-propagation.
-    For FPD it never resets c to 0 (``reset_coordinates_each_step: False``), so each gradient is taken at
-    theta_t + P c_{t-1}, where c_{t-1} = P^T g_{t-1} are the previous step's coordinates, while the update
-    theta <- theta - lr P c_t and the validation use theta itself. ``step(closure)`` therefore needs a
-    closure (the training loop passes one): it moves to theta + P c_{t-1}, evaluates the closure there,
-    puts every parameter back bit for bit, and steps. Fixed bases only; not recordable (``replay`` knows
-    the plain methods only) and not distributed.
-    """
-
-    needs_closure = True
-
-    def __init__(self, params, lr: float, dim: int, **kwargs):
-        if "redraw" in kwargs or kwargs.get("record"):
-            raise TypeError("StaleFPD has fixed bases (redraw=None) and does not record")
-        super().__init__(params, lr, dim, redraw=None, **kwargs)
-        self.stale = None  # the previous step's coordinates, one tensor per compartment
-
-    @eager
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is None:
-            raise TypeError("StaleFPD.step needs a closure that computes the loss and its gradients: the "
-                            "gradient is taken at theta + P c_prev (rbdlib.train.train passes one)")
-        self.check()
-        saved = None
-        if self.stale is not None:
-            saved = [p.detach().clone() for p in self.params]
-            # theta + P c_prev, whatever the learning rates: a displacement, not an update (no rule, no state)
-            core.move(self.params, self.layout, [b.expand(c) for b, c in zip(
-                core.bases(self._plan(), self.steps), self.stale)], [1.0] * len(self.params))
-        try:
-            with torch.enable_grad():
-                loss = closure()
-        finally:
-            for p, s in zip(self.params, saved or ()):
-                p.copy_(s)
-        coords = self.update()
-        if coords is not None:
-            self.stale = [c.clone() for c in coords]
-        return loss
-
-    def state_dict(self):
-        state = super().state_dict()
-        state["rbd"]["stale"] = None if self.stale is None else [c.clone() for c in self.stale]
-        return state
-
-    def load_state_dict(self, state_dict):
-        """As :meth:`RBD.load_state_dict`, plus the previous coordinates (checked first)."""
-        extra = state_dict.get("rbd") if isinstance(state_dict, dict) else None
-        if not isinstance(extra, dict) or "stale" not in extra:
-            raise ValueError("the state has no 'stale' coordinates: it was not saved by a StaleFPD")
-        stale = extra["stale"]
-        if stale is not None and (not isinstance(stale, list) or len(stale) != len(self.dims) or not all(
-                isinstance(c, torch.Tensor) and c.dtype == torch.float32 and c.shape == (n,)
-                and bool(torch.isfinite(c).all()) for c, n in zip(stale, self.dims))):
-            raise ValueError(f"the saved stale coordinates must be None or finite float32 tensors of the "
-                             f"shapes {[(n,) for n in self.dims]}")
-        super().load_state_dict(dict(state_dict, rbd={k: v for k, v in extra.items() if k != "stale"}))
-        self.stale = None if stale is None else [c.to(self.params[0].device).clone() for c in stale]

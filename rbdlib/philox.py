@@ -39,11 +39,9 @@ PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments
 MASK32 = 0xFFFFFFFF
 ROUNDS = 10
 
-#: the distributions' names, and per name the elements of one Philox call and the variance of one unscaled entry
-#: (views of :mod:`rbdlib.distributions`, where they are declared)
+#: the distributions' names, and per name the elements of one Philox call (views of :mod:`rbdlib.distributions`)
 DISTRIBUTIONS = NAMES
 ELEMENTS_PER_BLOCK = {d.name: d.per_block for d in ALL}
-VARIANCE = {d.name: d.variance for d in ALL}
 
 MAX_SEED = 2**64 - 1
 MAX_INDEX = 2**32 - 1  # step, compartment, direction and block are 32-bit counter words

@@ -17,9 +17,10 @@ from . import checks
 from . import philox as ref
 from . import step as core
 from .conventions import check_count, check_lr, check_params
+from .options import Rule, check_bases, check_rule
 
 
-def check_compartment_state(saved, dims: list[int], rule: core.Rule) -> list[dict]:
+def check_compartment_state(saved, dims: list[int], rule: Rule) -> list[dict]:
     """The per-compartment state of a saved RBD (coordinate momentum, adaptive scale), checked and copied."""
     if not isinstance(saved, list) or len(saved) != len(dims):
         raise ValueError(f"the saved compartment state must be a list of {len(dims)} dicts, got {str(saved)[:60]}")
@@ -45,6 +46,28 @@ def check_compartment_state(saved, dims: list[int], rule: core.Rule) -> list[dic
         out.append({**entry, **({"momentum": entry["momentum"].clone(), "basis": tuple(entry["basis"])}
                                 if "momentum" in entry else {})})
     return out
+
+
+def check_entry(extra: dict, config: dict, rule: Rule) -> tuple[int, int, list, list[dict]]:
+    """The 'rbd' entry of a saved RBD state, checked against the optimizer's ``config`` before anything is loaded:
+    returns its (steps, skipped, log, compartment state)."""
+    keys = {"steps", "skipped", "log", "config"} | ({"compartments"} if rule.per_compartment else set())
+    optional = {"log_digest", "initial_weights"}
+    if not keys <= set(extra) <= keys | optional or (extra["log"] and "log_digest" not in extra):
+        raise ValueError(f"the saved 'rbd' entry has the keys {sorted(map(str, extra))}, expected "
+                         f"{sorted(keys | {'log_digest'})} and, with a log, 'initial_weights' (states saved "
+                         "before the digest existed may lack it when their log is empty)")
+    if extra["config"] != config:
+        raise ValueError(f"state_dict was saved with a different configuration:\n saved {extra['config']}\n"
+                         f" here  {config}")
+    steps, skipped = check_count("steps", extra["steps"]), check_count("skipped", extra["skipped"])
+    log = extra["log"]
+    if log:
+        check_log(log, steps, config, extra["log_digest"], extra.get("initial_weights"))
+    elif "initial_weights" in extra:
+        raise ValueError("the saved 'rbd' entry has initial_weights but no log")
+    kept = check_compartment_state(extra.get("compartments", [{} for _ in config["dims"]]), config["dims"], rule)
+    return steps, skipped, log, kept
 
 
 def weights_digest(tensors) -> str:
@@ -185,9 +208,9 @@ def replay(params, initial_state: dict | list, record, upto: int | None = None) 
     if log and weights_digest(values) != record["initial_weights"]:
         raise ValueError("initial_state is not the weights this record starts from (their SHA-256 differs from "
                          "the record's initial_weights): pass the run's initial parameters, in optimizer order")
-    core.check_bases(config["seed"], config["redraw"], config["distribution"], config["scale"], "the record's ")
-    rule = core.check_rule(config.get("momentum", 0.0), config.get("nesterov", False),
-                           config.get("memory", "parameters"), config.get("adaptive", 0.0), config.get("eps", 1e-8))
+    check_bases(config["seed"], config["redraw"], config["distribution"], config["scale"], "the record's ")
+    rule = check_rule(config.get("momentum", 0.0), config.get("nesterov", False),
+                      config.get("memory", "parameters"), config.get("adaptive", 0.0), config.get("eps", 1e-8))
     if rule.options() != {k: config[k] for k in ("momentum", "nesterov", "memory", "adaptive", "eps") if k in config}:
         raise ValueError("the record's rule options are not as an RBD writes them (an option at its default, "
                          "or eps without adaptive)")

@@ -47,69 +47,12 @@ True
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from . import checks, distributions
-from . import philox as ref
 from .bases import RandomBases
-
-
-@dataclass(frozen=True)
-class Rule:
-    """An update rule's options (the defaults: plain RBD), as :func:`check_rule` makes them."""
-    momentum: float = 0.0
-    nesterov: bool = False
-    memory: str = "parameters"   # where the momentum is kept: "parameters" (D numbers) or "coordinates" (d_k)
-    adaptive: float = 0.0        # beta of eq. (6); 0: off
-    eps: float = 1e-8
-
-    @property
-    def per_compartment(self) -> bool:
-        """Whether the rule keeps state per compartment (coordinate momentum, the adaptive scale)."""
-        return bool(self.adaptive) or (bool(self.momentum) and self.memory == "coordinates")
-
-    def options(self) -> dict:
-        """The options set, as a configuration lists them: only those set, so plain RBD's is empty."""
-        config = dict(momentum=self.momentum, nesterov=self.nesterov) if self.momentum else {}
-        if self.memory != "parameters":
-            config["memory"] = self.memory
-        if self.adaptive:
-            config.update(adaptive=self.adaptive, eps=self.eps)
-        return config
-
-
-PLAIN = Rule()
-
-
-def check_rule(momentum=0.0, nesterov=False, memory="parameters", adaptive=0.0, eps=1e-8) -> Rule:
-    """A :class:`Rule` from the options of :class:`rbdlib.RBD`, each checked, with an error naming a bad one."""
-    momentum = checks.real("momentum", momentum, 0, 1, hint=" (0: plain RBD; 0.9 is usual)")
-    if checks.flag("nesterov", nesterov) and momentum == 0:
-        raise ValueError("nesterov=True needs a momentum in (0, 1), got momentum=0")
-    checks.choice("memory", memory, ("parameters", "coordinates"), what='"parameters" or "coordinates"',
-                  hint=" (where momentum is kept)")
-    if memory == "coordinates" and not momentum:
-        raise ValueError('memory="coordinates" keeps the momentum in the coordinates: give a momentum in (0, 1)')
-    adaptive = checks.real("adaptive", adaptive, 0, 1,
-                           hint=" (beta of the running mean square; 0: off, 0.999 is usual)")
-    return Rule(momentum, nesterov, memory, adaptive, checks.real("eps", eps, low_open=True))
-
-
-def check_bases(seed, redraw, distribution, scale, where: str = "") -> tuple[int, int | None, float | None]:
-    """The options that fix the bases of every step (see :func:`basis`), each checked: a 64-bit ``seed``, a
-    positive ``redraw`` or None, a declared ``distribution``, a positive ``scale`` or None (1/sqrt(D)).
-    ``where`` prefixes the names ("the record's "). Returns (seed, redraw, scale) as int, int or None, float
-    or None."""
-    seed = checks.index(f"{where}seed", seed, ref.MAX_SEED)
-    if redraw is not None and checks.index(f"{where}redraw", redraw, ref.MAX_INDEX) < 1:
-        raise ValueError(f"{where}redraw must be a positive number of steps, or None for fixed bases")
-    distributions.check(distribution)
-    if scale is not None:
-        scale = checks.real(f"{where}scale", scale, low_open=True, what="a positive finite number or None",
-                            hint=" (1/sqrt(D))")
-    return seed, None if redraw is None else int(redraw), scale
+from .conventions import check_grads, grad_of
+from .options import PLAIN, Rule
 
 
 def add(p: torch.Tensor, a: int, b: int, values: torch.Tensor, alpha: float) -> None:
@@ -139,41 +82,9 @@ def bases(plan: dict, steps: int, worker: int = 0, workers: int = 1) -> list[Ran
     return [basis(plan, steps, k, worker, workers) for k in range(len(plan["dims"]))]
 
 
-def grad_of(p: torch.Tensor) -> torch.Tensor | None:
-    """The gradient a step uses: ``p.grad``, or None for a parameter frozen with ``requires_grad_(False)``.
-
-    A frozen parameter never moves, whatever its ``.grad`` (``zero_grad(set_to_none=False)`` leaves frozen layers
-    a zero gradient): torch's SGD keeps such a layer still because a zero gradient moves nothing, but a random
-    basis spreads the other parameters' gradients over every element, so here it is skipped like one without
-    a gradient."""
-    return p.grad if p.requires_grad else None
-
-
-def name_of(i: int, names: list[str] | None = None) -> str:
-    """How errors name parameter i: "parameter 3 ('2.bias')", with its name where names were given."""
-    return f"parameter {i} ({names[i]!r})" if names is not None and i < len(names) else f"parameter {i}"
-
-
-def check_grads(params: list[torch.Tensor], names: list[str] | None = None) -> None:
-    """Every gradient a step uses is a dense float32 tensor of its parameter's shape and device, or an error
-    naming the parameter (raised before anything changes)."""
-    for i, p in enumerate(params):
-        g = grad_of(p)
-        if g is None:
-            continue
-        if g.is_sparse or g.is_complex():
-            raise TypeError(f"RBD does not support sparse or complex gradients ({name_of(i, names)})")
-        if g.shape != p.shape:
-            raise ValueError(f"the gradient of {name_of(i, names)} has shape {tuple(g.shape)}, but the parameter "
-                             f"has shape {tuple(p.shape)}; was .grad (or .grad.data) replaced?")
-        if g.dtype != torch.float32 or g.device != p.device:
-            raise TypeError(f"the gradient of {name_of(i, names)} is {g.dtype} on {g.device}; rbdlib needs a "
-                            f"float32 gradient on the parameter's device ({p.device})")
-
-
 def gradients(params: list[torch.Tensor], layout: list, weight_decay: float = 0.0,
               nonfinite: str = "raise", names: list[str] | None = None) -> list[torch.Tensor] | None:
-    """Eq. (1): the flattened gradient of each compartment (zeros where :func:`grad_of` is None).
+    """Eq. (1): the flattened gradient of each compartment (zeros where :func:`rbdlib.conventions.grad_of` is None).
 
     ``weight_decay`` is coupled, as ``torch.optim.SGD``'s: wd theta joins the gradient of every parameter
     that has one, before projecting, so it is a term of the loss (wd/2 |theta|^2) that the random bases

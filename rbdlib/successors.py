@@ -42,8 +42,7 @@ import torch
 
 from . import checks, philox
 from .bases import RandomBases
-from .conventions import check_count, check_params, flat_params, getstate
-from .step import check_grads, grad_of, name_of
+from .conventions import check_count, check_grads, check_params, flat_params, getstate, grad_of, name_of
 
 
 # --------------------------------------------------------------------------------------------- checks
