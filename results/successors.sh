@@ -24,7 +24,12 @@ TUNE=($(lrs adamw 0.0003 0.001 0.003 0.01) $(lrs sgd:momentum=0.9 0.03 0.1 0.3 1
       $(lrs flora:kappa=200 0.03 0.1 0.3 1) $(lrs galore 0.001 0.003 0.01 0.03) $(lrs golore 0.001 0.003 0.01 0.03)
       $(lrs apollo-mini 0.0003 0.001 0.003 0.01) $(lrs mezo 0.00003 0.0001 0.0003 0.001))
 "${X[@]}" --tune --methods "${TUNE[@]}"
-# Before step 2, read results/lm-successors/tuning/table.md: a method whose best lr is "at the edge of its grid" needs
-# one more lr beyond that edge in the list above (then run this script again: finished runs are kept).
+# Step 1b: where a method's best lr was at the edge of what it had tried, one more lr beyond that edge, until each
+# best has a worse (or diverged) neighbour on both sides (results/lm-successors/tuning/table.md): three rounds were
+# needed for RBD, RBD with memory and FPD, one for SGD with momentum, Flora (lr 3 diverged) and MeZO.
+"${X[@]}" --tune --methods sgd:momentum=0.9,lr=0.01 flora:kappa=200,lr=3 mezo:lr=0.003 \
+  $(lrs rbd:$R 30 100 300) $(lrs rbd:$M 10 30 100) $(lrs fpd:$R 30 100 300)
+# Chosen (250 steps, seed 100): AdamW 0.001, SGD momentum 0.03, RBD 100, RBD with memory 30, FPD 100, Flora 1,
+# GaLore 0.01, GoLore 0.01, APOLLO-Mini 0.001, MeZO 0.001.
 "${X[@]}" --lr-from results/lm-successors/tuning --seeds 0 1 2 --methods \
   adamw sgd:momentum=0.9 rbd:$R rbd:$M fpd:$R flora:kappa=200 galore golore apollo-mini mezo
