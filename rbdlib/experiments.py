@@ -475,7 +475,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viz import mean_band
+    from .viz import mean_band, save_png
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (spec, (x, mean, sd)) in enumerate(results.curves(runs).items()):
@@ -487,11 +487,7 @@ def plot(runs: list[dict], path: Path, title: str) -> None:
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    _files.write(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def write_results(out: Path, name: str, runs: list[dict], config: dict, command: str) -> None:

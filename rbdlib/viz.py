@@ -8,13 +8,14 @@ Notebook developers add their own functions below; keep each one short and give 
 
 from __future__ import annotations
 
+import io
 import re
 import sys
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import results
+from . import _files, results
 
 # One colour per method in every figure of every notebook, so a method is recognised at a glance.
 METHOD_COLORS = {"sgd": "tab:blue", "rbd": "tab:orange", "fpd": "tab:green", "nes": "tab:red"}
@@ -37,6 +38,15 @@ def mean_band(ax, x, mean, sd, **style):
     if sd is not None:
         mean, sd = np.asarray(mean), np.asarray(sd)
         ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
+
+
+def save_png(fig, path) -> None:
+    """Write ``fig`` to ``path`` as a PNG (through rbdlib's guarded file writes: no links followed) and close it."""
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    _files.write(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- 01 welcome, 02 random subspaces

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import math
 import shlex
@@ -302,7 +301,7 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rbdlib.viz import mean_band
+    from rbdlib.viz import mean_band, save_png
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, method in enumerate(dict.fromkeys(r["method"] for r in runs)):
@@ -317,11 +316,7 @@ def plot(runs: list[dict], path: Path) -> None:
            title=f"CharTransformer on {runs[0]['settings']['corpus']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    _files.write(path, buffer.getvalue())
+    save_png(fig, path)
 
 
 def report(out: Path, runs: list[dict], command: str | None) -> str:
