@@ -470,14 +470,12 @@ def summary_table(name: str, runs: list[dict], config: dict) -> str:
 def plot(runs: list[dict], path: Path, title: str) -> None:
     """Validation accuracy against epochs from the measured epoch 0: the mean over a method's seeds at the
     epochs all of them reached, shaded +- sd, and each seed as a thin line as far as it got."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # not pyplot: a notebook's backend and open figures stay as they are
 
     from .viz import mean_band, save_png
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for i, (spec, (x, mean, sd)) in enumerate(results.curves(runs).items()):
         seeds = [r for r in runs if r["method"] == spec and r["records"]]
         for r in seeds if len(seeds) > 1 else []:

@@ -41,6 +41,24 @@ def test_cli_writes_results_with_the_right_columns(tmp_path):
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("checkpoint.pt"))  # finished runs keep no checkpoint
 
 
+def test_writing_the_plot_leaves_a_notebooks_matplotlib_alone(tmp_path):
+    # a notebook that runs the command and then draws with pyplot must still see its figures (the command used to
+    # switch the backend to Agg, after which plt.show() in the notebook showed nothing)
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    try:
+        matplotlib.use("svg")
+        own = plt.figure()
+        _run(tmp_path, "plot", "--methods", "sgd", "--epochs", "1")
+        assert (tmp_path / "plot" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == [own.number]
+    finally:
+        plt.close("all")
+        matplotlib.use(before)
+
+
 def test_every_history_starts_from_the_measured_initial_weights(tmp_path):
     from rbdlib import models
     from rbdlib.train import evaluate
