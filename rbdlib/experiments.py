@@ -470,7 +470,7 @@ def summary_table(name: str, runs: list[dict], config: dict) -> str:
 def plot(runs: list[dict], path: Path, title: str) -> None:
     """Validation accuracy against epochs from the measured epoch 0: the mean over a method's seeds at the
     epochs all of them reached, shaded +- sd, and each seed as a thin line as far as it got."""
-    from matplotlib.figure import Figure   # not pyplot: a notebook's backend and open figures stay as they are
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and open figures stay as they are
 
     from .viz import mean_band, save_png
 
