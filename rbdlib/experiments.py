@@ -11,7 +11,8 @@ A method is ``sgd``, ``fpd``, ``rbd`` or ``nes``, optionally with options after 
 ``nes:shared_batch=true,antithetic=true,sigma=0.01``; ``fpd:reset_coords=false`` is the reference code's FPD, an
 ablation (:class:`rbdlib.fpd.StaleFPD`); ``width=512`` (any method) widens the FC network's hidden layer.
 Learning rates default to the paper's (``PAPER``; NES takes the configuration's rbd rate, as the reference code
-does); d defaults to 250. Each option is checked for its method and value before any run starts.
+does), constant as in the paper; ``decay=cosine`` (any method) lowers them along a cosine over ``--epochs``
+(:func:`decayed`). d defaults to 250. Each option is checked for its method and value before any run starts.
 
 The run writes, into ``--out``: ``results.json`` (every run with its history, each starting from a
 measured epoch-0 record of the initial weights), ``results.csv`` (one row per evaluation), ``table.md``
@@ -35,6 +36,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -79,7 +81,7 @@ _SUBSPACE = _BASES | _MEMORY | {"memory", "adaptive"}  # and where RBD keeps its
 USES = {"sgd": {"lr"} | _MEMORY, "fpd": _SUBSPACE | {"reset_coords"}, "rbd": _SUBSPACE | {"redraw"},
         "nes": {"lr", "dim", "sigma", "distribution", "shared_batch", "antithetic"}}  # options each method takes
 for _uses in USES.values():
-    _uses |= {"width"}  # the network's: hidden units of the fc network (a width sweep in one folder)
+    _uses |= {"width", "decay"}  # the network's hidden units (fc), and the run's learning-rate schedule
 
 
 def _flag(value: str) -> bool:
@@ -116,6 +118,22 @@ def _memory(value: str) -> str:
     return value
 
 
+def _decay(value: str) -> str:
+    if value != "cosine":
+        raise ValueError("expected cosine (the default is a constant learning rate, as in the paper)")
+    return value
+
+
+def decayed(lr: float, epoch: int, epochs: int) -> float:
+    """The learning rate of epoch ``epoch`` (from 0) of ``epochs`` under ``decay=cosine``: lr (1 + cos(pi epoch /
+    epochs)) / 2, as torch's ``CosineAnnealingLR(T_max=epochs)`` stepped once per epoch.
+
+    >>> [round(decayed(1.0, e, 4), 3) for e in range(4)]
+    [1.0, 0.854, 0.5, 0.146]
+    """
+    return lr * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
 def _compartments(value: str):
     if value.isdigit():
         return _positive(value)
@@ -134,7 +152,7 @@ _OPTIONS = {"dim": _positive, "lr": _rate, "compartments": _compartments, "distr
             "redraw": lambda v: None if v.lower() == "none" else _positive(v), "split_dim": _flag,
             "sigma": lambda v: _rate(v, least=1e-12), "shared_batch": _flag, "antithetic": _flag,
             "width": _positive, "reset_coords": _flag, "momentum": _momentum, "nesterov": _flag,
-            "weight_decay": _rate, "memory": _memory, "adaptive": _momentum}
+            "weight_decay": _rate, "memory": _memory, "adaptive": _momentum, "decay": _decay}
 
 
 def parse_method(spec: str, uses: dict | None = None, checks: dict | None = None) -> tuple[str, dict]:
@@ -207,6 +225,7 @@ def make_optimizer(method: str, options: dict, model: torch.nn.Module, config: d
     (dim, compartments, distribution, redraw, basis_seed) and the learning rates from ``config``."""
     options = dict(options)
     options.pop("width", None)
+    options.pop("decay", None)   # the run's schedule: run_one sets each epoch's lr
     lr = options.pop("lr", None)
     if method == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config["lr"]["sgd"] if lr is None else lr, **options)
@@ -360,6 +379,7 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, run: RunOptions, 
         rank = opt.rank
     augment = augmentation(run.augment, config["dataset"])
     inner = getattr(opt, "optimizer", opt)
+    base_lrs = [group["lr"] for group in inner.param_groups]   # before a checkpoint brings a decayed lr back
     coords = getattr(inner, "num_coords", None) or (inner.dim if isinstance(inner, NES) else None)
     result = dict(config=name, method=spec, seed=seed, D=models.count_parameters(model), coords=coords,
                   epochs=run.epochs, status="unfinished", records=[], test_acc=None)
@@ -368,6 +388,10 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, run: RunOptions, 
     result["settings"] = run_settings(run)
     if saved:
         _check_settings(folder, saved.get("settings"), result["settings"], "this command has")
+        if saved["status"] == "unfinished" and options.get("decay") and run.epochs != saved["epochs"]:
+            raise ValueError(f"{folder} holds an unfinished run of {saved['epochs']} epochs whose learning rate "
+                             f"decays over them: --epochs {run.epochs} would change its schedule midway; use "
+                             f"--epochs {saved['epochs']}, or delete that folder")
         if saved["status"] == "unfinished" and run.epochs < saved["epochs"]:
             raise ValueError(f"{folder} holds an unfinished run of {saved['epochs']} epochs: --epochs {run.epochs} "
                              f"would end it early as if complete; use --epochs {saved['epochs']} (or more), or "
@@ -396,6 +420,8 @@ def run_one(name: str, spec: str, seed: int, ds, config: dict, run: RunOptions, 
             save_run(folder, result, model, opt, final)
 
     for epoch in range(records[-1]["epoch"], run.epochs):
+        for group, lr in zip(inner.param_groups, base_lrs) if options.get("decay") else ():
+            group["lr"] = decayed(lr, epoch, run.epochs)
         cpu = time.process_time()
         history = train(model, opt, ds, epochs=1, batch_size=run.batch_size, augment=augment,
                         seed=(seed * 100_003 + epoch) * 1_009 + rank, device=run.device, progress=run.progress,

@@ -71,6 +71,9 @@ class RBD(torch.optim.Optimizer):
     start from the lr that suits SGD scaled by D/dim, then tune (the paper's 0.5 at dim = 250 suits D of
     about 1e5); prefer ``distribution="rademacher"`` on a CPU (one random bit per entry, the fastest); a larger
     ``dim`` costs time in proportion and buys a cosine sqrt(dim/D) with the gradient; keep float32 parameters.
+    Compartments: one basis ("network") suits the paper's lr; at larger lrs, ``dim`` directions per layer or
+    per N parameters keep more of the gradient (notebook 05); "layer" needs ``model.named_parameters()``.
+    Import torch and rbdlib in either order; ``torch.set_num_threads`` sets the kernels' threads.
     Notebook 01 ends with this recipe on a model of its own, notebook 09 with what momentum does (it moves
     as plain RBD at lr / (1 - momentum)).
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -90,6 +91,28 @@ def test_resume_after_interruption_gives_the_same_numbers(tmp_path, monkeypatch)
     for a, b in zip(whole, resumed):
         assert (a["step"], a["train_loss"], a["val_loss"], a["val_acc"]) == \
                (b["step"], b["train_loss"], b["val_loss"], b["val_acc"])
+
+
+def test_cosine_decay_sets_each_epochs_lr_and_resumes_on_its_schedule(tmp_path, monkeypatch):
+    real, seen = experiments.train, []
+
+    def spy(model, opt, *a, **k):   # the lr the optimizer holds as each epoch starts; the second epoch is cut
+        seen.append(getattr(opt, "optimizer", opt).param_groups[0]["lr"])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(model, opt, *a, **k)
+
+    monkeypatch.setattr(experiments, "train", spy)
+    spec = "rbd:distribution=rademacher,decay=cosine,lr=0.4"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, "d", "--methods", spec, "--epochs", "2")   # (--smoke allows at most 2)
+    with pytest.raises(ValueError, match="decays over them: --epochs 1 would change its schedule"):
+        _run(tmp_path, "d", "--methods", spec, "--epochs", "1")
+    runs = _run(tmp_path, "d", "--methods", spec, "--epochs", "2")["runs"]   # resumes from the epoch-1 checkpoint
+    cosine = [0.4 * (1 + math.cos(math.pi * e / 2)) / 2 for e in (0, 1, 1)]   # 0.4, then 0.2 twice
+    assert seen == pytest.approx(cosine, rel=1e-12) and runs[0]["status"] == "complete"
+    assert experiments.make_optimizer("sgd", {"decay": "cosine", "lr": 0.3}, torch.nn.Linear(2, 2),
+                                      experiments.PAPER["fc-fmnist"], None).param_groups[0]["lr"] == 0.3
 
 
 def test_bad_method_fails_before_training(tmp_path):
@@ -215,6 +238,7 @@ def test_a_checkpoint_that_unpacks_beyond_its_limit_is_refused_before_loading(tm
     ("sgd:nesterov=true", "Nesterov momentum requires a momentum"),
     ("rbd:nesterov=true", "nesterov"),
     ("nes:momentum=0.9", "nes does not use option 'momentum'"),
+    ("sgd:decay=linear", "bad value 'linear' for decay in 'sgd:decay=linear': expected cosine"),
 ])
 def test_bad_options_fail_before_any_run_and_write_nothing(tmp_path, spec, match):
     with pytest.raises(ValueError, match=match):
