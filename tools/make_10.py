@@ -22,12 +22,13 @@ md(r"""
 - the same methods at scale, from packaged runs: a character-level transformer of 0.83 M parameters, equal tokens,
   3 seeds: which method wins at equal tokens, which at equal memory, and where RBD stands
 
-**Expected run time:** about a minute on a 2-core CPU (52-60 s measured beside two training runs, load average
-3-4), about 30 seconds with `RBDLIB_SMOKE=1` (27 s measured).
+**Expected run time:** under a minute on a 2-core CPU (44 s measured on an otherwise idle machine;
+the README lists every notebook's time and memory), about 30 seconds with `RBDLIB_SMOKE=1`.
 
 Tenth in the sequence, after giving random bases a memory (09). The methods are `rbdlib.Flora`, `rbdlib.GaLore`,
 `rbdlib.GoLore`, `rbdlib.ApolloMini` and `rbdlib.MeZO`: `torch.optim` optimizers on the same Philox bases as
 `rbdlib.RBD`, each written from its paper's equations (their docstrings give the equations and the arXiv ids).
+The symbols are those of the [notation table in 01](01_welcome.ipynb#Notation).
 """)
 
 code(r"""
